@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make course` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: course test system-packages
+
+# A virtual environment with the course and everything its tests need.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+## Install everything and open the course in JupyterLab.
+course: $(VENV)/.installed
+	$(BIN)/jupyter lab notebooks/
+
+## Debian packages the tests use: Chromium for the browser test, bubblewrap for the grading sandbox.
+system-packages:
+	@command -v chromium >/dev/null && command -v bwrap >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium bubblewrap; }
+
+## Install everything and run the whole test suite: ruff, the unit tests, nbval over every lesson.
+test: $(VENV)/.installed system-packages
+	$(BIN)/ruff check .
+	$(BIN)/pytest

@@ -35,7 +35,7 @@ def _environment_requirements() -> dict[str, str]:
 
 def test_every_requirement_is_bounded() -> None:
     for name, bounds in _pyproject_requirements().items():
-        assert "<" in bounds and ">" in bounds, f"pyproject.toml: {name} needs a lower and upper bound"
+        assert "<" in bounds and ">" in bounds, f"pyproject.toml: {name} needs both bounds"
 
 
 def test_environment_yml_agrees_with_pyproject() -> None:

@@ -1,0 +1,218 @@
+"""A sandboxed JupyterLab server, and a headless Chromium page that runs notebooks in it.
+
+Used by tests/test_browser.py. What made this reliable on this machine is written down in
+the project's notes on JupyterLab browser tests: private Jupyter directories and workspaces,
+a fixed port with a token, news disabled, Debian's Chromium launched with a fixed set of flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+JUPYTER = Path(sys.executable).with_name("jupyter")
+KERNEL_IDLE = "Python 3 (ipykernel) | Idle"
+# User settings written before the server starts: no news pop-up over the notebook.
+USER_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
+}
+
+
+@dataclass(frozen=True)
+class LabServer:
+    """A running JupyterLab: its base URL, its token and the folder it serves."""
+
+    url: str
+    token: str
+    root_dir: Path
+
+    def notebook_url(self, name: str) -> str:
+        """The URL that opens `name` (relative to root_dir) in a fresh workspace."""
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
+
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel, so that the next notebook does not share the two CPUs."""
+        for kernel in self._api("GET", "/api/kernels"):
+            self._api("DELETE", f"/api/kernels/{kernel['id']}")
+
+    def _api(self, method: str, path: str) -> list[dict]:
+        request = urllib.request.Request(
+            self.url + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _sandbox_environment(state_dir: Path) -> dict[str, str]:
+    """Private HOME and Jupyter/IPython directories, so that nothing leaks in or out."""
+    directories = {
+        "HOME": "home",
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "IPYTHONDIR": "ipython",
+    }
+    environment = dict(os.environ)
+    for variable, name in directories.items():
+        (state_dir / name).mkdir(parents=True, exist_ok=True)
+        environment[variable] = str(state_dir / name)
+    for name, settings in USER_SETTINGS.items():
+        path = state_dir / "config" / "lab" / "user-settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings))
+    return environment
+
+
+@contextmanager
+def running_jupyterlab(
+    root_dir: Path, state_dir: Path, startup_timeout: float = 60
+) -> Iterator[LabServer]:
+    """Start `jupyter lab` serving root_dir on a free 127.0.0.1 port; stop it on exit."""
+    port, token = _free_port(), secrets.token_hex(16)
+    log_path = state_dir / "jupyterlab.log"
+    command = [
+        str(JUPYTER), "lab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.terminals_enabled=False", "--ServerApp.allow_root=True",
+        f"--LabApp.workspaces_dir={state_dir / 'workspaces'}", "--LabApp.news_url=None",
+    ]  # fmt: skip
+    environment = _sandbox_environment(state_dir)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, env=environment, cwd=root_dir, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server = LabServer(f"http://127.0.0.1:{port}", token, root_dir)
+    try:
+        _wait_until_serving(server, process, log_path, startup_timeout)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_until_serving(
+    server: LabServer, process: subprocess.Popen, log_path: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"jupyter lab exited with code {process.returncode}:\n{log_path.read_text()}"
+            )
+        try:
+            server._api("GET", "/api/status")
+            return
+        except OSError:
+            time.sleep(0.25)
+    raise RuntimeError(f"jupyter lab did not answer in {timeout} s:\n{log_path.read_text()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server, then kill its whole process group (kernels included)."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    """Debian's Chromium, headless. Never a browser downloaded by `playwright install`."""
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(
+            f"{CHROMIUM} is missing: install Debian's chromium (`make system-packages`)"
+        )
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+
+
+@dataclass
+class NotebookPage:
+    """A notebook open in JupyterLab, with the JavaScript errors seen since it was opened."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, context: BrowserContext, server: LabServer, name: str) -> NotebookPage:
+        """Open notebook `name` and wait until its kernel is started and idle."""
+        notebook = cls(context.new_page())
+        notebook.page.on("console", notebook._record_console)
+        notebook.page.on("pageerror", lambda error: notebook.errors.append(f"pageerror: {error}"))
+        notebook.page.goto(server.notebook_url(name))
+        notebook.wait_until_idle()
+        return notebook
+
+    def _record_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console.error: {message.text} ({message.location})")
+
+    @property
+    def panel(self):
+        """The notebook's content area (the cells)."""
+        return self.page.locator(".jp-NotebookPanel:visible .jp-Notebook")
+
+    @property
+    def code_cells(self):
+        return self.panel.locator(".jp-CodeCell")
+
+    def wait_until_idle(self) -> None:
+        expect(self.page.get_by_text(KERNEL_IDLE, exact=True)).to_be_visible()
+
+    def menu(self, menu: str, item: str) -> None:
+        """Click `item` in menu-bar menu `menu`, e.g. menu("Run", "Run All Cells")."""
+        self.page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
+        self.page.get_by_role("menuitem", name=item, exact=True).click()
+
+    def select_cell(self, index: int) -> None:
+        """Make cell `index` (counting every cell, from 0) the active one."""
+        cell = self.panel.locator(".jp-Cell").nth(index)
+        cell.locator(".jp-InputPrompt").click()
+        expect(cell).to_have_class(re.compile(r"\bjp-mod-active\b"))
+
+    def wait_until_executed(self, count: int | None = None) -> None:
+        """Wait until the kernel is idle and the first `count` code cells (default all) ran."""
+        cells = self.code_cells
+        total = cells.count() if count is None else count
+        for index in range(total):
+            expect(cells.nth(index).locator(".jp-InputPrompt")).to_have_text(
+                re.compile(r"^\[\d+\]:$")
+            )
+        self.wait_until_idle()

@@ -1,0 +1,77 @@
+"""The course in a real browser: JupyterLab, Debian's Chromium, Playwright.
+
+One JupyterLab server and one Chromium for the whole module. Each test opens a notebook
+(a copy in the server's own temporary folder, so the repository is never modified), runs
+it from the Run menu like a student would, and checks what the page shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyterlab_harness import LabServer, NotebookPage, launch_chromium, running_jupyterlab
+from playwright.sync_api import BrowserContext, expect, sync_playwright
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    root_dir = tmp_path_factory.mktemp("lab-root")
+    with running_jupyterlab(root_dir, tmp_path_factory.mktemp("lab-state")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser_context() -> Iterator[BrowserContext]:
+    expect.set_options(timeout=60_000)  # JupyterLab takes 5-10 s to load here
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser.new_context(viewport={"width": 1280, "height": 1000})
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def open_notebook(
+    lab_server: LabServer, browser_context: BrowserContext
+) -> Iterator[Callable[[str], NotebookPage]]:
+    """Open notebooks by name; close their pages and stop their kernels after the test."""
+    opened: list[NotebookPage] = []
+
+    def open_(name: str) -> NotebookPage:
+        opened.append(NotebookPage.open(browser_context, lab_server, name))
+        return opened[-1]
+
+    yield open_
+    for notebook in opened:
+        notebook.page.close()
+    lab_server.shutdown_kernels()
+
+
+def _write_notebook(path: Path, *sources: str) -> None:
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": KERNELSPEC})
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, path)
+
+
+def test_a_stock_widget_renders_and_follows_the_kernel(
+    lab_server: LabServer, open_notebook: Callable[[str], NotebookPage]
+) -> None:
+    """The harness itself: an IntSlider renders, then shows a value set by a later cell."""
+    _write_notebook(
+        lab_server.root_dir / "harness-check.ipynb",
+        "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider",
+        "slider.value = 7",
+    )
+    notebook = open_notebook("harness-check.ipynb")
+    notebook.menu("Run", "Run All Cells")
+    notebook.wait_until_executed()
+
+    expect(notebook.panel.locator(".widget-slider")).to_have_count(1)
+    expect(notebook.panel.locator(".widget-slider .widget-readout")).to_have_text("7")
+    assert notebook.errors == []

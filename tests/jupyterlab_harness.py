@@ -22,7 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -37,6 +45,7 @@ CHROMIUM_FLAGS = [
 ]
 JUPYTER = Path(sys.executable).with_name("jupyter")
 KERNEL_IDLE = "Python 3 (ipykernel) | Idle"
+EXECUTED_PROMPT = re.compile(r"^\[\d+\]:$")
 # User settings written before the server starts: no news pop-up over the notebook.
 USER_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
@@ -185,13 +194,14 @@ class NotebookPage:
             self.errors.append(f"console.error: {message.text} ({message.location})")
 
     @property
-    def panel(self):
+    def panel(self) -> Locator:
         """The notebook's content area (the cells)."""
         return self.page.locator(".jp-NotebookPanel:visible .jp-Notebook")
 
     @property
-    def code_cells(self):
-        return self.panel.locator(".jp-CodeCell")
+    def cells(self) -> Locator:
+        """Every cell, code or Markdown, in notebook order."""
+        return self.panel.locator(".jp-Cell")
 
     def wait_until_idle(self) -> None:
         expect(self.page.get_by_text(KERNEL_IDLE, exact=True)).to_be_visible()
@@ -201,18 +211,42 @@ class NotebookPage:
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
         self.page.get_by_role("menuitem", name=item, exact=True).click()
 
-    def select_cell(self, index: int) -> None:
-        """Make cell `index` (counting every cell, from 0) the active one."""
-        cell = self.panel.locator(".jp-Cell").nth(index)
+    def run_all(self) -> None:
+        """Clear every output, run every cell from the Run menu, wait until all of them ran."""
+        self.menu("Edit", "Clear Outputs of All Cells")
+        self.menu("Run", "Run All Cells")
+        self._wait_until_ran(range(self.cells.count()))
+
+    def run_all_above(self, index: int) -> None:
+        """Clear every output, run the cells above cell `index` (from 0), wait until they ran."""
+        self.menu("Edit", "Clear Outputs of All Cells")
+        self._select(index)
+        self.menu("Run", "Run All Above Selected Cell")
+        self._wait_until_ran(range(index))
+        self._expect_not_run(range(index, self.cells.count()))
+
+    def run_from(self, index: int) -> None:
+        """Run cell `index` and every cell below it (JupyterLab disables this on the last cell)."""
+        self._select(index)
+        self.menu("Run", "Run Selected Cell and All Below")
+        self._wait_until_ran(range(index, self.cells.count()))
+
+    def _select(self, index: int) -> None:
+        cell = self.cells.nth(index)
         cell.locator(".jp-InputPrompt").click()
         expect(cell).to_have_class(re.compile(r"\bjp-mod-active\b"))
 
-    def wait_until_executed(self, count: int | None = None) -> None:
-        """Wait until the kernel is idle and the first `count` code cells (default all) ran."""
-        cells = self.code_cells
-        total = cells.count() if count is None else count
-        for index in range(total):
-            expect(cells.nth(index).locator(".jp-InputPrompt")).to_have_text(
-                re.compile(r"^\[\d+\]:$")
-            )
+    def _code_prompts(self, indexes: range) -> Iterator[Locator]:
+        for index in indexes:
+            cell = self.cells.nth(index)
+            if "jp-CodeCell" in cell.get_attribute("class").split():
+                yield cell.locator(".jp-InputPrompt")
+
+    def _wait_until_ran(self, indexes: range) -> None:
+        for prompt in self._code_prompts(indexes):
+            expect(prompt).to_have_text(EXECUTED_PROMPT)
         self.wait_until_idle()
+
+    def _expect_not_run(self, indexes: range) -> None:
+        for prompt in self._code_prompts(indexes):
+            expect(prompt).to_have_text("[ ]:")

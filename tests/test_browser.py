@@ -67,11 +67,16 @@ def test_a_stock_widget_renders_and_follows_the_kernel(
         lab_server.root_dir / "harness-check.ipynb",
         "import ipywidgets\nslider = ipywidgets.IntSlider(value=3)\nslider",
         "slider.value = 7",
+        "slider.value += 1",
     )
     notebook = open_notebook("harness-check.ipynb")
-    notebook.menu("Run", "Run All Cells")
-    notebook.wait_until_executed()
+    readout = notebook.panel.locator(".widget-slider .widget-readout")
 
+    notebook.run_all_above(1)
+    expect(readout).to_have_text("3")
+    notebook.run_from(1)
+    expect(readout).to_have_text("8")
+    notebook.run_all()
+    expect(readout).to_have_text("8")
     expect(notebook.panel.locator(".widget-slider")).to_have_count(1)
-    expect(notebook.panel.locator(".widget-slider .widget-readout")).to_have_text("7")
     assert notebook.errors == []

@@ -1,0 +1,165 @@
+"""The worker's job: execute one sanitized notebook in a sandboxed kernel, cell by cell.
+
+nbgrader's own `Execute` preprocessor runs the cells; this subclass only decides what
+happens when a cell goes wrong. A cell that raises or times out gets an error output
+(so a test cell scores 0), as in nbgrader. When the kernel dies, or keeps running after
+the interrupt that follows a timeout, it is stopped: the cells that ran before keep their
+results and every later code cell gets an error output saying why it did not run.
+Outputs are capped in bytes as they arrive, so tens of megabytes never pile up.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbclient.exceptions import CellTimeoutError
+from nbformat.notebooknode import NotebookNode
+from nbgrader.preprocessors import Execute
+from traitlets import Integer, List, Unicode
+
+from autograder.sandbox import SandboxedKernelManager, SandboxPolicy
+
+RESPONSE_GRACE_SECONDS = 5
+
+
+@dataclass
+class ExecutionResult:
+    """An executed notebook (nbformat JSON) and what went wrong while running it."""
+
+    notebook_json: str
+    problems: list[str]
+    seconds: float
+
+
+def cell_label(cell: NotebookNode, index: int) -> str:
+    """How a report names a cell: its nbgrader id when it has one."""
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {index + 1} ({grade_id})" if grade_id else f"cell {index + 1}"
+
+
+def error_output(ename: str, evalue: str) -> NotebookNode:
+    """An error output, which makes nbgrader score a test cell 0."""
+    return nbformat.v4.new_output(
+        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+    )
+
+
+class GuardedExecute(Execute):
+    """nbgrader's Execute, made to survive hostile cells and to cap output bytes."""
+
+    output_limit_bytes = Integer(1_000_000, help="Bytes of output one cell may keep.").tag(
+        config=True
+    )
+    problems = List(Unicode())
+
+    def preprocess(self, nb, resources=None, km=None):  # noqa: D102 - nbconvert's signature
+        self._stopped_reason = ""
+        self._cell_bytes: dict[int, int] = {}
+        self._truncated: set[int] = set()
+        try:
+            return super().preprocess(nb, resources, km)
+        except Exception as error:  # the kernel could not start or stop cleanly
+            if not self._stopped_reason:
+                self.problems.append(f"kernel failed: {type(error).__name__}: {error}")
+                for cell in nb.cells:
+                    if cell.cell_type == "code" and not cell.get("outputs"):
+                        cell.outputs = [error_output("KernelFailed", str(error))]
+            return nb, self.resources
+
+    def preprocess_cell(self, cell, resources, index):  # noqa: D102 - nbconvert's signature
+        if cell.cell_type != "code":
+            return cell, resources
+        if self._stopped_reason:
+            cell.outputs = [error_output("CellNotRun", self._stopped_reason)]
+            return cell, resources
+        label = cell_label(cell, index)
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+        except Exception as error:
+            self._stop(f"{label}: {self._describe(error)}")
+            cell.outputs = [
+                *cell.get("outputs", []),
+                error_output(type(error).__name__, str(error)),
+            ]
+            return cell, resources
+        if any(out.get("ename") == self.error_on_timeout["ename"] for out in cell.outputs):
+            if self._kernel_responds():
+                self.problems.append(
+                    f"{label}: timed out after {self.timeout} s and was interrupted"
+                )
+            else:
+                self._stop(f"{label}: timed out after {self.timeout} s and ignored the interrupt")
+        if index in self._truncated:
+            note = f"[output cut at {self.output_limit_bytes} bytes]\n"
+            cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=note))
+            self.problems.append(f"{label}: output cut at {self.output_limit_bytes} bytes")
+        return cell, resources
+
+    def output(self, outs, msg, display_id, cell_index):  # noqa: D102 - nbclient's signature
+        size = len(str(msg["content"]))
+        used = self._cell_bytes.get(cell_index, 0) + size
+        self._cell_bytes[cell_index] = used
+        if msg["msg_type"] == "error":
+            msg["content"]["traceback"] = clip_lines(msg["content"]["traceback"], 20_000)
+        elif used > self.output_limit_bytes:
+            self._truncated.add(cell_index)
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _describe(self, error: Exception) -> str:
+        if isinstance(error, CellTimeoutError):
+            return f"timed out after {self.timeout} s and ignored the interrupt"
+        if not run_sync(self.km.is_alive)():
+            return "the kernel died (a crash, os._exit, or a CPU or memory limit)"
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+    def _stop(self, reason: str) -> None:
+        """Stop the kernel: the rest of the notebook scores 0."""
+        self._stopped_reason = f"not run: the kernel was stopped after {reason}"
+        self.problems.append(f"{reason}; the kernel was stopped and later cells scored 0")
+        run_sync(self.km.shutdown_kernel)(now=True)
+
+    def _kernel_responds(self) -> bool:
+        """Whether the kernel answers a kernel_info request within a few seconds."""
+        deadline = time.monotonic() + RESPONSE_GRACE_SECONDS
+        msg_id = self.kc.kernel_info()
+        while time.monotonic() < deadline:
+            try:
+                reply = run_sync(self.kc.get_shell_msg)(timeout=deadline - time.monotonic())
+            except Exception:
+                return False
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
+
+
+def clip_lines(lines: list[str], limit: int) -> list[str]:
+    """Lines whose total length stays under `limit` characters."""
+    kept, total = [], 0
+    for line in lines:
+        total += len(line)
+        if total > limit:
+            return [*kept, "[traceback cut]"]
+        kept.append(line)
+    return kept
+
+
+def execute_notebook(
+    notebook_json: str, workdir: str, policy: SandboxPolicy, config: object
+) -> ExecutionResult:
+    """Run a sanitized notebook with `workdir` as its working folder, under `policy`."""
+    started = time.monotonic()
+    nb = nbformat.reads(notebook_json, as_version=nbformat.NO_CONVERT)
+    with tempfile.TemporaryDirectory(prefix="kernel-") as runtime_dir:
+        km = SandboxedKernelManager(
+            config=config, policy=policy, workdir=workdir, runtime_dir=runtime_dir
+        )
+        executor = GuardedExecute(config=config)
+        executor.preprocess(nb, {"metadata": {"path": workdir}}, km=km)
+        if run_sync(km.is_alive)():
+            run_sync(km.shutdown_kernel)(now=True)
+    return ExecutionResult(nbformat.writes(nb), list(executor.problems), time.monotonic() - started)

@@ -1,0 +1,254 @@
+"""The only process that writes the gradebook: nbgrader's preprocessors before and after execution.
+
+nbgrader's `Autograde` converter runs two chains of preprocessors around its `Execute`:
+the sanitizing chain (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
+CheckCellMetadata) and the grading chain (IgnorePattern, ClearMetadata, LimitOutput,
+SaveAutoGrades, AssignLatePenalties, CheckCellMetadata). `GradebookWriter` runs exactly
+those chains, read from an `Autograde` instance so that nbgrader_config.py applies, in the
+parent process; only the `Execute` step in the middle goes to the workers.
+
+A submission is graded in a staging folder and moved into autograded/ only after all its
+grades are committed; its record is written last (after its feedback). A submission with a
+record is done.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat.notebooknode import NotebookNode
+from nbgrader import utils
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.converters import Autograde
+from nbgrader.preprocessors import ClearHiddenTests, Execute
+
+from autograder.course import Course, GradingRecord, Submission
+from autograder.execute import ExecutionResult
+
+
+class GradingError(Exception):
+    """The course itself is not ready for grading (not a problem of one submission)."""
+
+
+@dataclass
+class NotebookJob:
+    """A sanitized notebook waiting to be executed in `workdir`."""
+
+    submission: Submission
+    notebook: str
+    notebook_json: str
+    workdir: str
+
+
+@dataclass
+class OpenSubmission:
+    """A submission whose notebooks are being executed."""
+
+    submission: Submission
+    staging: Path
+    pending: set[str]
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class GradebookWriter:
+    """Prepares notebooks for the workers and saves what they return, one at a time."""
+
+    def __init__(self, course: Course) -> None:
+        self.course = course
+        autograde = Autograde(coursedir=course.coursedir, config=course.config)
+        self.exclude_overwriting = autograde.exclude_overwriting
+        self.sanitizers = [pp(config=course.config) for pp in autograde.sanitize_preprocessors]
+        self.graders = [
+            pp(config=course.config)
+            for pp in autograde.autograde_preprocessors
+            if not issubclass(pp, Execute)
+        ]
+        self.hidden_tests = ClearHiddenTests(config=course.config)
+        self.staging_root = course.state_folder / "staging" / uuid.uuid4().hex[:8]
+
+    def notebooks_of(self, assignment: str) -> list[str]:
+        """The assignment's notebook names, or a GradingError if it is not in the gradebook."""
+        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+            try:
+                return [nb.name for nb in gb.find_assignment(assignment).notebooks]
+            except MissingEntry:
+                raise GradingError(
+                    f"assignment '{assignment}' is not in the gradebook {self.course.db_url}: "
+                    f"run 'nbgrader generate_assignment {assignment}' first"
+                ) from None
+
+    def open(self, submission: Submission, force: bool) -> tuple[OpenSubmission, list[NotebookJob]]:
+        """Register the submission, stage its files and sanitize its notebooks."""
+        expected = self.notebooks_of(submission.assignment)
+        submitted = self.course.folder("submitted", submission)
+        if force:
+            self.course.forget_record(submission)
+        staging = self.staging_root / submission.student / submission.assignment
+        shutil.rmtree(staging, ignore_errors=True)
+        self._stage_files(submission, submitted, staging)
+        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+            gb.update_or_create_student(submission.student)
+            timestamp = self.course.coursedir.get_existing_timestamp(str(submitted))
+            extra = {"timestamp": timestamp} if timestamp else {}
+            gb.update_or_create_submission(submission.assignment, submission.student, **extra)
+        opened = OpenSubmission(submission, staging, pending=set())
+        jobs = []
+        for name, path in self._match_notebooks(expected, submitted, opened.problems).items():
+            nb = self._read(path, name, opened.problems) if path else None
+            if nb is None:
+                self._zero_notebook(submission, name)
+                continue
+            opened.problems += self._test_cell_changes(submission, name, nb)
+            nb = self._sanitize(submission, name, nb)
+            opened.pending.add(name)
+            jobs.append(NotebookJob(submission, name, nbformat.writes(nb), str(staging)))
+        return opened, jobs
+
+    def save(self, opened: OpenSubmission, notebook: str, result: ExecutionResult) -> None:
+        """Run nbgrader's grading preprocessors on an executed notebook: the grades are saved."""
+        nb = nbformat.reads(result.notebook_json, as_version=nbformat.NO_CONVERT)
+        resources = self._resources(opened.submission, notebook)
+        for preprocessor in self.graders:
+            nb, resources = preprocessor(nb, resources)
+        nbformat.write(nb, opened.staging / f"{notebook}.ipynb")
+        opened.problems += [f"{notebook}.ipynb {problem}" for problem in result.problems]
+        opened.seconds += result.seconds
+        opened.pending.discard(notebook)
+
+    def fail(self, opened: OpenSubmission, notebook: str, reason: str) -> None:
+        """A notebook whose execution failed outside the kernel: its cells score 0."""
+        self._zero_notebook(opened.submission, notebook)
+        opened.problems.append(
+            f"{notebook}.ipynb could not be graded ({reason}): its cells scored 0"
+        )
+        opened.pending.discard(notebook)
+
+    def publish(self, opened: OpenSubmission) -> None:
+        """Move the graded folder into autograded/ (its grades are committed by now)."""
+        destination = self.course.folder("autograded", opened.submission)
+        shutil.rmtree(destination, ignore_errors=True)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        opened.staging.rename(destination)
+
+    def finish(self, opened: OpenSubmission) -> GradingRecord:
+        """Write the record that marks the submission done."""
+        record = GradingRecord(
+            opened.submission.student,
+            opened.submission.assignment,
+            opened.problems,
+            round(opened.seconds, 2),
+        )
+        self.course.write_record(record)
+        return record
+
+    def remove_staging(self) -> None:
+        shutil.rmtree(self.staging_root, ignore_errors=True)
+
+    def _stage_files(self, submission: Submission, submitted: Path, staging: Path) -> None:
+        """The student's other files, then the source's files over them, as nbgrader does."""
+        ignore = [*self.course.coursedir.ignore, "*.ipynb"]
+        source = self.course.source_folder(submission.assignment)
+        excluded = {
+            str(source / name) for name in self.exclude_overwriting.get(submission.assignment, [])
+        }
+        staging.mkdir(parents=True)
+        for folder, skip in ((submitted, set()), (source, excluded)):
+            for filename in utils.find_all_files(str(folder), ignore):
+                if filename in skip:
+                    continue
+                target = staging / Path(filename).relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(filename, target)
+
+    @staticmethod
+    def _match_notebooks(
+        expected: list[str], submitted: Path, problems: list[str]
+    ) -> dict[str, Path | None]:
+        """Each expected notebook's file; a single unexpected notebook stands in for a single
+        missing one (a renamed notebook, or an LMS's "-1" suffix)."""
+        present = {path.stem: path for path in sorted(submitted.glob("*.ipynb"))}
+        found: dict[str, Path | None] = {name: present.get(name) for name in expected}
+        missing = [name for name, path in found.items() if path is None]
+        unknown = [stem for stem in present if stem not in found]
+        if len(missing) == 1 and len(unknown) == 1:
+            found[missing[0]] = present[unknown[0]]
+            problems.append(f"{missing[0]}.ipynb was submitted as {unknown[0]}.ipynb")
+        else:
+            problems += [f"{name}.ipynb is missing: its cells scored 0" for name in missing]
+            problems += [f"{stem}.ipynb is not part of the assignment: ignored" for stem in unknown]
+        return found
+
+    @staticmethod
+    def _read(path: Path, name: str, problems: list[str]) -> NotebookNode | None:
+        try:
+            nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+            nbformat.validate(nb)
+        except Exception as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            problems.append(
+                f"{name}.ipynb is not a valid notebook ({first_line}): its cells scored 0"
+            )
+            return None
+        return nb
+
+    def _zero_notebook(self, submission: Submission, notebook: str) -> None:
+        """Score 0 for every cell of a notebook that cannot be graded; manual grades stay."""
+        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+            found = gb.find_submission_notebook(notebook, submission.assignment, submission.student)
+            for grade in found.grades:
+                grade.auto_score = 0
+                grade.needs_manual_grade = grade.manual_score is not None
+            gb.db.commit()
+
+    def _test_cell_changes(
+        self, submission: Submission, notebook: str, nb: NotebookNode
+    ) -> list[str]:
+        """Test cells the student deleted or edited (OverwriteCells restores them)."""
+        submitted = {
+            cell.metadata["nbgrader"]["grade_id"]: cell
+            for cell in nb.cells
+            if utils.is_grade(cell) and "grade_id" in cell.metadata.get("nbgrader", {})
+        }
+        changes = []
+        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+            source_notebook = gb.find_notebook(notebook, submission.assignment)
+            solution_names = {cell.name for cell in source_notebook.solution_cells}
+            for grade_cell in source_notebook.grade_cells:
+                if grade_cell.name in solution_names:
+                    continue
+                cell = submitted.get(grade_cell.name)
+                if cell is None:
+                    changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was deleted")
+                    continue
+                source = gb.find_source_cell(grade_cell.name, notebook, submission.assignment)
+                released = nbformat.v4.new_code_cell(
+                    source.source, metadata=copy.deepcopy(cell.metadata)
+                )
+                released, _ = self.hidden_tests.preprocess_cell(released, {}, 0)
+                if released.source.strip() != cell.source.strip():
+                    changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was edited")
+        return [f"{change} (restored from source/)" for change in changes]
+
+    def _sanitize(self, submission: Submission, notebook: str, nb: NotebookNode) -> NotebookNode:
+        resources = self._resources(submission, notebook)
+        for preprocessor in self.sanitizers:
+            nb, resources = preprocessor(nb, resources)
+        return nb
+
+    def _resources(self, submission: Submission, notebook: str) -> dict:
+        return {
+            "unique_key": notebook,
+            "output_files_dir": f"{notebook}_files",
+            "nbgrader": {
+                "student": submission.student,
+                "assignment": submission.assignment,
+                "notebook": notebook,
+                "db_url": self.course.db_url,
+            },
+        }

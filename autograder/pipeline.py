@@ -1,0 +1,159 @@
+"""Grade many submissions at once: one gradebook writer, a pool of executing workers.
+
+Design: the parent process is the only one that writes the gradebook. It sanitizes each
+notebook with nbgrader's preprocessors, hands it to a worker, and saves the executed
+notebook's grades with nbgrader's preprocessors, one notebook at a time (a few tens of
+milliseconds each). The workers only execute notebooks in sandboxed kernels, which is where
+the time goes, and render feedback pages (which only read the gradebook). The workers are
+forked from a server that has imported nbgrader once, so no submission pays for the imports.
+SQLite then never sees two writers, and the grades are the ones a serial nbgrader would save.
+
+Resume: a submission counts as done once its record exists; the record is written after
+its grades are committed, its autograded folder is in place and its feedback is written.
+A killed run leaves at most the submissions in flight without a record; the next run grades
+them again, which updates the same gradebook rows (one row per student and cell), so no grade
+is lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import multiprocessing
+import os
+import shutil
+import signal
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from traitlets.config import Config
+
+from autograder.course import Course, GradingRecord, Submission
+from autograder.execute import ExecutionResult, execute_notebook
+from autograder.feedback import feedback_exporter, write_feedback
+from autograder.gradebook import GradebookWriter, NotebookJob, OpenSubmission
+from autograder.sandbox import SandboxPolicy
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    """How to grade: how many workers, whether to regrade, the kernel's sandbox."""
+
+    jobs: int
+    force: bool
+    policy: SandboxPolicy
+
+
+class Listener(Protocol):
+    """Told how the batch progresses (the command's progress bar)."""
+
+    def started(self, total: int, skipped: int) -> None: ...
+
+    def finished(self, record: GradingRecord) -> None: ...
+
+
+class CourseBusy(Exception):
+    """Another grading run holds the course."""
+
+
+_worker: dict = {}
+
+
+def _start_worker(root: Path, extra_config: Config, policy: SandboxPolicy) -> None:
+    """Runs once in each worker: die with the parent, open the course."""
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.environ["NBGRADER_EXECUTION"] = "autograde"
+    course = Course(root, extra_config)
+    _worker.update(course=course, policy=policy, exporter=feedback_exporter(course))
+
+
+def _execute(job: NotebookJob) -> ExecutionResult:
+    return execute_notebook(
+        job.notebook_json, job.workdir, _worker["policy"], _worker["course"].config
+    )
+
+
+def _feedback(submission: Submission) -> int:
+    return len(write_feedback(_worker["course"], submission, _worker["exporter"]))
+
+
+def _lock(course: Course) -> int:
+    course.state_folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(course.state_folder / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise CourseBusy(f"another course-grade run is grading {course.root}") from None
+    return handle
+
+
+def grade(
+    course: Course,
+    submissions: list[Submission],
+    options: GradeOptions,
+    listener: Listener,
+    extra_config: Config | None = None,
+) -> list[GradingRecord]:
+    """Grade every submission without a record (all of them with `force`); return the records."""
+    lock = _lock(course)
+    try:
+        shutil.rmtree(course.state_folder / "staging", ignore_errors=True)
+        writer = GradebookWriter(course)
+        for assignment in sorted({s.assignment for s in submissions}):
+            writer.notebooks_of(assignment)
+        todo = [s for s in submissions if options.force or course.read_record(s) is None]
+        listener.started(len(todo), len(submissions) - len(todo))
+        if todo:
+            _run_pool(course, writer, deque(todo), options, listener, extra_config or Config())
+        writer.remove_staging()
+    finally:
+        os.close(lock)
+    return [record for s in submissions if (record := course.read_record(s)) is not None]
+
+
+def _run_pool(
+    course: Course,
+    writer: GradebookWriter,
+    queue: deque[Submission],
+    options: GradeOptions,
+    listener: Listener,
+    extra_config: Config,
+) -> None:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["autograder.pipeline"])
+    initargs = (course.root, extra_config, options.policy)
+    with ProcessPoolExecutor(options.jobs, context, _start_worker, initargs) as pool:
+        running: dict[Future, tuple[OpenSubmission, str | None]] = {}
+
+        def publish(opened: OpenSubmission) -> None:
+            writer.publish(opened)
+            running[pool.submit(_feedback, opened.submission)] = (opened, None)
+
+        while queue or running:
+            while queue and len(running) < 2 * options.jobs:
+                opened, jobs = writer.open(queue.popleft(), options.force)
+                for job in jobs:
+                    running[pool.submit(_execute, job)] = (opened, job.notebook)
+                if not jobs:
+                    publish(opened)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                opened, notebook = running.pop(future)
+                error = future.exception()
+                if notebook is None:
+                    if error is not None:
+                        opened.problems.append(f"feedback failed: {error}")
+                    listener.finished(writer.finish(opened))
+                    continue
+                if error is None:
+                    writer.save(opened, notebook, future.result())
+                else:
+                    writer.fail(opened, notebook, f"{type(error).__name__}: {error}")
+                if not opened.pending:
+                    publish(opened)

@@ -163,20 +163,22 @@ def check_state(obj: object, expected: str, what: str, misunderstanding: str) ->
 # --- "predict the state": the scripted sequence, replayed against real SQLAlchemy ---------------
 
 STATE_SCRIPT = (
-    'ada = User(name="Ada")',
-    "session.add(ada)",
-    "session.flush()",
-    "session.commit()",
-    "session.delete(ada)",
-    "session.flush()",
-    "session.rollback()",
-    "session.expunge(ada)",
-    "session.add(ada)",
-    "session.delete(ada)",
-    "session.commit()",
-    "session.close()",
+    ('ada = User(name="Ada")', "a new object belongs to no session and has no row: transient"),
+    ("session.add(ada)", "add() only registers the object; nothing is written before a flush"),
+    ("session.flush()", "the INSERT ran: the object has a row and an id in this session"),
+    ("session.commit()", "commit ends the transaction, but the object stays in the session"),
+    ("session.delete(ada)", "delete() only marks the object; the DELETE runs at the next flush"),
+    ("session.flush()", "after delete() and flush() the object is deleted, not detached: "
+     "it becomes detached at commit"),
+    ("session.rollback()", "rolling back undoes the flushed DELETE: persistent again"),
+    ("session.expunge(ada)", "expunge() takes the object out of the session; its row remains"),
+    ("session.add(ada)", "a detached object already has an identity: add() makes it persistent "
+     "at once, not pending"),
+    ("session.delete(ada)", "delete() alone still only marks the object"),
+    ("session.commit()", "commit flushes the DELETE, then the deleted object leaves the session"),
+    ("session.close()", "close() leaves a detached object detached"),
 )
-"""The calls of the "predict the state" exercise, one a step, each followed by ``ada``'s state."""
+"""The "predict the state" exercise: each step's code, and why ``ada`` is in its state after it."""
 
 
 class _ScriptBase(DeclarativeBase):
@@ -196,10 +198,32 @@ def replay_state_script() -> list[str]:
     namespace: dict[str, Any] = {"User": _ScriptUser, "session": Session(engine)}
     states = []
     try:
-        for step in STATE_SCRIPT:
-            exec(step, namespace)  # noqa: S102 - the steps are the constants above
+        for code, _why in STATE_SCRIPT:
+            exec(code, namespace)  # noqa: S102 - the steps are the constants above
             states.append(state_name(namespace["ada"]))
     finally:
         namespace["session"].close()
         engine.dispose()
     return states
+
+
+def check_predictions(predictions: object, steps: range) -> None:
+    """Check the predicted states of ``steps`` (1-based) against SQLAlchemy's own, replayed now."""
+    check(
+        type(predictions) is list
+        and len(predictions) == len(STATE_SCRIPT)
+        and all(type(p) is str and p in STATES for p in predictions),
+        "PREDICTIONS",
+        f"a list of {len(STATE_SCRIPT)} state names, each one of {', '.join(STATES)}",
+        show(predictions),
+        "write one state name (a lower-case string) for each step, in order",
+    )
+    actual = replay_state_script()
+    for step in steps:
+        code, why = STATE_SCRIPT[step - 1]
+        check_equal(
+            predictions[step - 1],
+            actual[step - 1],
+            f"the state of ada after step {step}, `{code}`",
+            why,
+        )

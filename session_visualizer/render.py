@@ -1,0 +1,292 @@
+"""Pure functions from snapshots to deterministic text, HTML and SVG.
+
+The widgets show these strings live and return them as their static representations, so a notebook
+shows the same picture in JupyterLab, nbviewer, GitHub and nbgrader's feedback pages. Nothing here
+reads a clock, an address or a session number. CSS classes ``sv-*`` and ``data-*`` attributes are
+the hooks a browser test reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+
+from session_visualizer.snapshot import (
+    GONE,
+    LIFECYCLE_EVENTS,
+    STATES,
+    ObjectSnapshot,
+    SessionSnapshot,
+    Step,
+    Transition,
+)
+
+MAX_ITEMS = 8  # members, transitions or statements listed before "+N more"
+MAX_SQL_CHARS = 160
+
+STATE_COLORS = {
+    "transient": "#8a8a8a",
+    "pending": "#e8a317",
+    "persistent": "#2e9d4f",
+    "deleted": "#d9534f",
+    "detached": "#4a7fc1",
+}
+UNLIT = "#e4e4e4"
+
+# The call that typically causes each lifecycle event: the arrows of the state diagram.
+EVENT_CALLS = {
+    "transient_to_pending": "add()",
+    "pending_to_persistent": "flush()",
+    "pending_to_transient": "expunge() / rollback()",
+    "loaded_as_persistent": "query / get()",
+    "persistent_to_transient": "rollback()",
+    "persistent_to_deleted": "delete() + flush()",
+    "deleted_to_detached": "commit()",
+    "persistent_to_detached": "close() / expunge()",
+    "detached_to_persistent": "add()",
+    "deleted_to_persistent": "rollback()",
+}
+
+
+# ----------------------------------------------------------------------------- small pieces
+def _bounded(items: Sequence[str], limit: int = MAX_ITEMS) -> list[str]:
+    shown = list(items[:limit])
+    if len(items) > limit:
+        shown.append(f"+{len(items) - limit} more")
+    return shown
+
+
+def _list_text(items: Sequence[str]) -> str:
+    return ", ".join(_bounded(items)) if items else "-"
+
+
+def _sql_lines(statements: Sequence[str]) -> list[str]:
+    """Statements on one line each, repeats collapsed (``3x INSERT ...``), long ones cut."""
+    collapsed: list[list] = []
+    for statement in statements:
+        flat = " ".join(statement.split())
+        if len(flat) > MAX_SQL_CHARS:
+            flat = flat[: MAX_SQL_CHARS - 3] + "..."
+        if collapsed and collapsed[-1][1] == flat:
+            collapsed[-1][0] += 1
+        else:
+            collapsed.append([1, flat])
+    return _bounded([text if count == 1 else f"{count}x {text}" for count, text in collapsed])
+
+
+def _transition_text(transition: Transition) -> str:
+    return f"{transition.label}: {transition.before} -> {transition.after}"
+
+
+# ----------------------------------------------------------------------------- object card
+def object_card_text(snapshot: ObjectSnapshot) -> str:
+    """``ObjectCard User(id=2, name='Mary'): transient . pending . [persistent] . ... | key ...``"""
+    if snapshot.state == GONE:
+        return f"ObjectCard {snapshot.label}: gone (garbage-collected)"
+    lights = " . ".join(f"[{state}]" if state == snapshot.state else state for state in STATES)
+    parts = [f"ObjectCard {snapshot.label}: {lights}"]
+    parts.append(f"key {snapshot.identity}" if snapshot.identity else "no key")
+    if snapshot.marked_deleted:
+        parts.append("marked for deletion")
+    if snapshot.modified:
+        parts.append("changed " + ", ".join(snapshot.modified))
+    if snapshot.expired:
+        parts.append("expired " + ", ".join(snapshot.expired))
+    return " | ".join(parts)
+
+
+def object_card_html(snapshot: ObjectSnapshot) -> str:
+    """The card's body: a row of five lights (current one lit), identity, changed and expired."""
+    lights = "".join(
+        f'<span class="sv-light{" sv-lit" if state == snapshot.state else ""}" '
+        f'data-light="{state}" style="display:inline-block;margin-right:4px;padding:2px 8px;'
+        f"border-radius:10px;background:"
+        f'{STATE_COLORS[state] if state == snapshot.state else UNLIT};'
+        f'color:{"#fff" if state == snapshot.state else "#666"}">{state}</span>'
+        for state in STATES
+    )
+    rows = [
+        ("identity", "identity key", snapshot.identity or "none"),
+        ("changed", "changed", ", ".join(snapshot.modified) or "-"),
+        ("expired", "expired", ", ".join(snapshot.expired) or "-"),
+    ]
+    if snapshot.marked_deleted:
+        rows.append(("marked-deleted", "delete()", "marked for deletion at the next flush"))
+    details = "".join(
+        f'<tr><th style="text-align:left;padding-right:8px">{title}</th>'
+        f'<td class="sv-{css}"><code>{escape(value)}</code></td></tr>'
+        for css, title, value in rows
+    )
+    return (
+        f'<div class="sv-card-body" data-state="{snapshot.state}">'
+        f'<div class="sv-label" style="font-weight:bold">{escape(snapshot.label)}</div>'
+        f'<div class="sv-lights">{lights}</div>'
+        f"<table>{details}</table></div>"
+    )
+
+
+# ----------------------------------------------------------------------------- session panel
+SESSION_GROUPS = (("new", "new"), ("dirty", "dirty"), ("deleted", "deleted"),
+                  ("identity_map", "identity map"))
+
+
+def session_panel_text(snapshot: SessionSnapshot) -> str:
+    """``SessionPanel: transaction open | new: ... | dirty: - | deleted: - | identity map: ...``"""
+    transaction = "transaction open" if snapshot.in_transaction else "no transaction"
+    groups = [f"{title}: {_list_text(getattr(snapshot, name))}" for name, title in SESSION_GROUPS]
+    return " | ".join([f"SessionPanel: {transaction}", *groups])
+
+
+def session_panel_html(snapshot: SessionSnapshot) -> str:
+    """Four boxes (new, dirty, deleted, identity map) with their members, and the transaction."""
+    boxes = []
+    for name, title in SESSION_GROUPS:
+        members = getattr(snapshot, name)
+        items = "".join(f"<li><code>{escape(item)}</code></li>" for item in _bounded(members))
+        boxes.append(
+            f'<div class="sv-group" data-group="{name}" data-count="{len(members)}" '
+            'style="flex:1;min-width:140px;border:1px solid #ccc;border-radius:4px;padding:4px">'
+            f"<b>{title}</b> ({len(members)})<ul style=\"margin:2px 0;padding-left:18px\">"
+            f"{items}</ul></div>"
+        )
+    transaction = "open" if snapshot.in_transaction else "none"
+    return (
+        f'<div class="sv-panel-body" data-transaction="{transaction}">'
+        f"<div>transaction: <b>{transaction}</b></div>"
+        f'<div style="display:flex;gap:6px;flex-wrap:wrap">{"".join(boxes)}</div></div>'
+    )
+
+
+# ----------------------------------------------------------------------------- state diagram
+NODE_POSITIONS = {
+    "transient": (90, 50),
+    "pending": (330, 50),
+    "persistent": (330, 180),
+    "deleted": (570, 180),
+    "detached": (330, 310),
+    "database": (90, 180),
+}
+NODE_HALF_WIDTH, NODE_HALF_HEIGHT = 58, 18
+
+
+def _clip(x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
+    """Move from a node centre towards (dx, dy) to the edge of its box."""
+    scale = min(
+        NODE_HALF_WIDTH / abs(dx) if dx else math.inf,
+        NODE_HALF_HEIGHT / abs(dy) if dy else math.inf,
+    )
+    return x + dx * scale, y + dy * scale
+
+
+def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
+    (x1, y1), (x2, y2) = NODE_POSITIONS[before], NODE_POSITIONS[after]
+    dx, dy = x2 - x1, y2 - y1
+    length = math.hypot(dx, dy)
+    # Two opposite arrows between the same states run side by side.
+    offset_x, offset_y = -dy / length * 7, dx / length * 7
+    sx, sy = _clip(x1, y1, dx, dy)
+    ex, ey = _clip(x2, y2, -dx, -dy)
+    sx, sy, ex, ey = sx + offset_x, sy + offset_y, ex + offset_x, ey + offset_y
+    label_x = (sx + ex) / 2 + offset_x * 2.2
+    label_y = (sy + ey) / 2 + offset_y * 2.2 + 4
+    color, width = ("#c2185b", 3) if last else ("#777", 1.2)
+    marker = "sv-arrow-last" if last else "sv-arrow"
+    return (
+        f'<g class="sv-edge{" sv-last" if last else ""}" data-edge="{event_name}">'
+        f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="{color}" '
+        f'stroke-width="{width}" marker-end="url(#{marker})"/>'
+        f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" text-anchor="middle" '
+        f'fill="{color}">{escape(EVENT_CALLS[event_name])}</text></g>'
+    )
+
+
+def _node_svg(state: str, current: bool) -> str:
+    x, y = NODE_POSITIONS[state]
+    if state == "database":
+        fill, stroke, text_color = "#fff", "#aaa", "#777"
+    else:
+        fill = STATE_COLORS[state] if current else "#fff"
+        stroke, text_color = STATE_COLORS[state], "#fff" if current else STATE_COLORS[state]
+    return (
+        f'<g class="sv-node{" sv-current" if current else ""}" data-node="{state}">'
+        f'<rect x="{x - NODE_HALF_WIDTH}" y="{y - NODE_HALF_HEIGHT}" width="{2 * NODE_HALF_WIDTH}" '
+        f'height="{2 * NODE_HALF_HEIGHT}" rx="9" fill="{fill}" stroke="{stroke}" '
+        f'stroke-width="{3 if current else 1.5}"/>'
+        f'<text x="{x}" y="{y + 4}" font-size="13" text-anchor="middle" fill="{text_color}">'
+        f"{state}</text></g>"
+    )
+
+
+def state_diagram_text(snapshot: ObjectSnapshot, last: tuple[Transition, str] | None) -> str:
+    """``StateDiagram User(...): [persistent] | last pending -> persistent in commit()``"""
+    head = f"StateDiagram {snapshot.label}: [{snapshot.state}]"
+    if last is None:
+        return f"{head} | no transition recorded"
+    transition, call = last
+    return f"{head} | last {transition.before} -> {transition.after} in {call}"
+
+
+def state_diagram_svg(snapshot: ObjectSnapshot, last: tuple[Transition, str] | None) -> str:
+    """The five states and the ten lifecycle events as an SVG, current state and last arrow lit."""
+    last_event = last[0].event if last is not None else None
+    edges = "".join(
+        _edge_svg(name, before, after, name == last_event)
+        for name, (before, after) in LIFECYCLE_EVENTS.items()
+    )
+    nodes = "".join(_node_svg(state, state == snapshot.state) for state in NODE_POSITIONS)
+    caption = escape(state_diagram_text(snapshot, last).split(": ", 1)[1])
+    markers = "".join(
+        f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+        f'fill="{color}"/></marker>'
+        for name, color in (("sv-arrow", "#777"), ("sv-arrow-last", "#c2185b"))
+    )
+    return (
+        f'<svg class="sv-diagram" data-state="{snapshot.state}" xmlns="http://www.w3.org/2000/svg"'
+        ' width="660" height="370" viewBox="0 0 660 370" font-family="sans-serif">'
+        f"<defs>{markers}</defs>"
+        f'<text x="10" y="362" font-size="12" fill="#333">{escape(snapshot.label)}: '
+        f"{caption}</text>{edges}{nodes}</svg>"
+    )
+
+
+# ----------------------------------------------------------------------------- timeline
+def timeline_text(step: Step | None, total: int) -> str:
+    """Several lines: the step and its call, its transitions, its SQL."""
+    if step is None:
+        return "Timeline: no step recorded yet"
+    head = f"Timeline step {step.index + 1} of {total}: {step.call}"
+    if step.events:
+        head += " | " + ", ".join(step.events)
+    if step.error:
+        head += f" | raised {step.error}"
+    lines = [head]
+    lines += [f"  {text}" for text in _bounded([_transition_text(t) for t in step.transitions])]
+    lines += [f"  SQL: {text}" for text in _sql_lines(step.sql)]
+    return "\n".join(lines)
+
+
+def timeline_html(step: Step | None, total: int, session: SessionSnapshot | None) -> str:
+    """The step's call, events, transitions, the session panel at that step and its SQL."""
+    if step is None:
+        return '<div class="sv-step" data-step="0">no step recorded yet</div>'
+    transitions = "".join(
+        f'<li class="sv-transition" data-event="{t.event}"><code>{escape(t.label)}</code>: '
+        f'<span style="color:{STATE_COLORS.get(t.before, "#777")}">{t.before}</span> &rarr; '
+        f'<span style="color:{STATE_COLORS[t.after]}">{t.after}</span></li>'
+        for t in step.transitions[:MAX_ITEMS]
+    )
+    if len(step.transitions) > MAX_ITEMS:
+        transitions += f"<li>+{len(step.transitions) - MAX_ITEMS} more</li>"
+    sql = "".join(f"<li><code>{escape(line)}</code></li>" for line in _sql_lines(step.sql))
+    events = ", ".join(step.events) or "-"
+    error = f' <span class="sv-error">raised {escape(step.error)}</span>' if step.error else ""
+    panel = session_panel_html(session) if session is not None else ""
+    return (
+        f'<div class="sv-step" data-step="{step.index + 1}" data-call="{escape(step.call)}">'
+        f"<div><b>step {step.index + 1} of {total}: <code>{escape(step.call)}</code></b>{error}"
+        f"</div><div>session events: {escape(events)}</div>"
+        f'<div>transitions:<ul class="sv-transitions">{transitions or "<li>none</li>"}</ul></div>'
+        f'{panel}<div>SQL:<ul class="sv-sql">{sql or "<li>none</li>"}</ul></div></div>'
+    )

@@ -168,6 +168,7 @@ NODE_POSITIONS = {
     "database": (90, 180),
 }
 NODE_HALF_WIDTH, NODE_HALF_HEIGHT = 58, 18
+_STATE_PAIRS = frozenset(LIFECYCLE_EVENTS.values())
 
 
 def _clip(x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
@@ -183,20 +184,24 @@ def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
     (x1, y1), (x2, y2) = NODE_POSITIONS[before], NODE_POSITIONS[after]
     dx, dy = x2 - x1, y2 - y1
     length = math.hypot(dx, dy)
+    normal_x, normal_y = -dy / length, dx / length
     # Two opposite arrows between the same states run side by side.
-    offset_x, offset_y = -dy / length * 7, dx / length * 7
+    shift = 7 if (after, before) in _STATE_PAIRS else 0
     sx, sy = _clip(x1, y1, dx, dy)
     ex, ey = _clip(x2, y2, -dx, -dy)
-    sx, sy, ex, ey = sx + offset_x, sy + offset_y, ex + offset_x, ey + offset_y
-    label_x = (sx + ex) / 2 + offset_x * 2.2
-    label_y = (sy + ey) / 2 + offset_y * 2.2 + 4
+    sx, sy = sx + normal_x * shift, sy + normal_y * shift
+    ex, ey = ex + normal_x * shift, ey + normal_y * shift
+    # The label sits beside its own arrow, on the arrow's outer side.
+    label_x = (sx + ex) / 2 + normal_x * 8
+    label_y = (sy + ey) / 2 + normal_y * 8 + 4
+    anchor = "start" if normal_x > 0.3 else "end" if normal_x < -0.3 else "middle"
     color, width = ("#c2185b", 3) if last else ("#777", 1.2)
     marker = "sv-arrow-last" if last else "sv-arrow"
     return (
         f'<g class="sv-edge{" sv-last" if last else ""}" data-edge="{event_name}">'
         f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="{color}" '
         f'stroke-width="{width}" marker-end="url(#{marker})"/>'
-        f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" text-anchor="middle" '
+        f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" text-anchor="{anchor}" '
         f'fill="{color}">{escape(EVENT_CALLS[event_name])}</text></g>'
     )
 
@@ -237,9 +242,9 @@ def state_diagram_svg(snapshot: ObjectSnapshot, last: tuple[Transition, str] | N
     nodes = "".join(_node_svg(state, state == snapshot.state) for state in NODE_POSITIONS)
     caption = escape(state_diagram_text(snapshot, last).split(": ", 1)[1])
     markers = "".join(
-        f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-        f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
-        f'fill="{color}"/></marker>'
+        f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
+        'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+        f'<path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>'
         for name, color in (("sv-arrow", "#777"), ("sv-arrow-last", "#c2185b"))
     )
     return (

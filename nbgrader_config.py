@@ -20,3 +20,6 @@ c.Execute.timeout = 30
 
 # A local exchange for a single user (nbgrader's default is a system folder).
 c.Exchange.root = str(COURSE_ROOT / "exchange")
+
+# Databases the assignment notebooks create when run in place are never released or collected.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.db"]

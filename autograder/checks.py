@@ -168,12 +168,17 @@ STATE_SCRIPT = (
     ("session.flush()", "the INSERT ran: the object has a row and an id in this session"),
     ("session.commit()", "commit ends the transaction, but the object stays in the session"),
     ("session.delete(ada)", "delete() only marks the object; the DELETE runs at the next flush"),
-    ("session.flush()", "after delete() and flush() the object is deleted, not detached: "
-     "it becomes detached at commit"),
+    (
+        "session.flush()",
+        "after delete() and flush() the object is deleted, not detached: "
+        "it becomes detached at commit",
+    ),
     ("session.rollback()", "rolling back undoes the flushed DELETE: persistent again"),
     ("session.expunge(ada)", "expunge() takes the object out of the session; its row remains"),
-    ("session.add(ada)", "a detached object already has an identity: add() makes it persistent "
-     "at once, not pending"),
+    (
+        "session.add(ada)",
+        "a detached object already has an identity: add() makes it persistent at once, not pending",
+    ),
     ("session.delete(ada)", "delete() alone still only marks the object"),
     ("session.commit()", "commit flushes the DELETE, then the deleted object leaves the session"),
     ("session.close()", "close() leaves a detached object detached"),

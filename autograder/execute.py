@@ -93,6 +93,8 @@ class GuardedExecute(Execute):
                 )
             else:
                 self._stop(f"{label}: timed out after {self.timeout} s and ignored the interrupt")
+        if any(out.get("ename") == "MemoryError" for out in cell.outputs):
+            self.problems.append(f"{label}: hit the memory limit (MemoryError)")
         if index in self._truncated:
             note = f"[output cut at {self.output_limit_bytes} bytes]\n"
             cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=note))

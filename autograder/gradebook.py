@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from nbgrader import utils
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.converters import Autograde
 from nbgrader.preprocessors import ClearHiddenTests, Execute
+from sqlalchemy.exc import SAWarning
 
 from autograder.course import Course, GradingRecord, Submission
 from autograder.execute import ExecutionResult
@@ -96,7 +98,10 @@ class GradebookWriter:
             gb.update_or_create_student(submission.student)
             timestamp = self.course.coursedir.get_existing_timestamp(str(submitted))
             extra = {"timestamp": timestamp} if timestamp else {}
-            gb.update_or_create_submission(submission.assignment, submission.student, **extra)
+            with warnings.catch_warnings():
+                # nbgrader's add_submission autoflushes half-built rows (harmless, upstream)
+                warnings.simplefilter("ignore", SAWarning)
+                gb.update_or_create_submission(submission.assignment, submission.student, **extra)
         opened = OpenSubmission(submission, staging, pending=set())
         jobs = []
         for name, path in self._match_notebooks(expected, submitted, opened.problems).items():

@@ -122,6 +122,12 @@ class SandboxedKernelManager(AsyncKernelManager):
         command = super().format_kernel_cmd(extra_arguments)
         return self.policy.wrap(command, self.workdir, self.runtime_dir)
 
+    async def start_kernel(self, **kwargs: object) -> None:
+        """Start the kernel with its stdout and stderr discarded (outputs go over ZeroMQ)."""
+        kwargs.setdefault("stdout", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.DEVNULL)
+        await super().start_kernel(**kwargs)
+
     async def interrupt_kernel(self) -> None:
         """Interrupt by message: a SIGINT would stop bubblewrap, which forwards no signals."""
         self.kernel_spec.interrupt_mode = "message"

@@ -7,8 +7,8 @@ what the grading reads.
 from __future__ import annotations
 
 import re
-from fnmatch import fnmatch
 import zipfile
+from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 
 from nbgrader.apps import NbGraderAPI

@@ -1,0 +1,136 @@
+"""A synthetic nbgrader course for the grading tests (no tests here; built in tmp folders)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+from pathlib import Path
+
+import nbformat
+from nbgrader.apps import NbGraderAPI
+
+from autograder.course import Course
+
+ASSIGNMENT = "hw"
+ADD_SOLUTION = "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION"
+MUL_SOLUTION = "def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION"
+HIDDEN_LINE = "assert mul(-2, 3) == -6, 'mul must handle negative numbers'"
+TEST_ADD = "assert add(1, 2) == 3, 'add(1, 2) should be 3'"
+TEST_MUL = f"assert mul(2, 3) == 6, 'mul(2, 3) should be 6'\n### BEGIN HIDDEN TESTS\n{HIDDEN_LINE}\n### END HIDDEN TESTS"
+POINTS = {"test_add": 2, "test_mul": 3}
+
+CONFIG = """c = get_config()
+c.CourseDirectory.course_id = "grading-test"
+c.CourseDirectory.db_url = "sqlite:///{root}/gradebook.db"
+c.OverwriteCells.add_missing_cells = True
+c.Execute.timeout = 3
+c.Exchange.root = "{root}/exchange"
+"""
+
+
+def _meta(grade_id: str, *, solution: bool = False, points: int = 0) -> dict:
+    return {
+        "nbgrader": {
+            "grade_id": grade_id,
+            "solution": solution,
+            "grade": points > 0,
+            "locked": not solution,
+            "schema_version": 3,
+            **({"points": points} if points else {}),
+        }
+    }
+
+
+def source_notebook() -> nbformat.NotebookNode:
+    cells = [
+        nbformat.v4.new_markdown_cell("# Homework", metadata=_meta("intro")),
+        nbformat.v4.new_code_cell(ADD_SOLUTION, metadata=_meta("add", solution=True)),
+        nbformat.v4.new_code_cell(TEST_ADD, metadata=_meta("test_add", points=2)),
+        nbformat.v4.new_code_cell(MUL_SOLUTION, metadata=_meta("mul", solution=True)),
+        nbformat.v4.new_code_cell(TEST_MUL, metadata=_meta("test_mul", points=3)),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    return nb
+
+
+def make_course(root: Path) -> Course:
+    """A course folder with one generated assignment, hw/hw.ipynb (5 points)."""
+    # nbgrader runs the `alembic` command when it creates a gradebook
+    bin_folder = str(Path(sys.executable).parent)
+    if bin_folder not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "nbgrader_config.py").write_text(CONFIG.format(root=root))
+    source = root / "source" / ASSIGNMENT
+    source.mkdir(parents=True)
+    nbformat.write(source_notebook(), source / f"{ASSIGNMENT}.ipynb")
+    (source / "data.txt").write_text("from source\n")
+    course = Course(root)
+    result = NbGraderAPI(course.coursedir, config=course.config).generate_assignment(ASSIGNMENT)
+    assert result["success"], result["log"]
+    return course
+
+
+def release_notebook(course: Course) -> nbformat.NotebookNode:
+    return nbformat.read(course.root / "release" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+
+
+def answer(nb: nbformat.NotebookNode, grade_id: str, source: str) -> nbformat.NotebookNode:
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = source
+    return nb
+
+
+def solved(course: Course, mul: str = "def mul(a, b):\n    return a * b") -> nbformat.NotebookNode:
+    nb = answer(release_notebook(course), "add", "def add(a, b):\n    return a + b")
+    return answer(nb, "mul", mul)
+
+
+def submit(course: Course, student: str, nb: nbformat.NotebookNode | str | None, name: str = ASSIGNMENT) -> None:
+    """Put a submission in submitted/<student>/hw/ (a string is written as the file's text)."""
+    folder = course.root / "submitted" / student / ASSIGNMENT
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+    if isinstance(nb, str):
+        (folder / f"{name}.ipynb").write_text(nb)
+    elif nb is not None:
+        nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def copy_course(course: Course, root: Path) -> Course:
+    shutil.copytree(course.root, root)
+    (root / "nbgrader_config.py").write_text(CONFIG.format(root=root))
+    return Course(root)
+
+
+def gradebook_rows(course: Course) -> list[tuple]:
+    """(student, notebook, cell, auto_score, manual_score) of every grade row in the gradebook."""
+    query = """
+        SELECT sa.student_id, n.name, gc.name, g.auto_score, g.manual_score
+        FROM grade g
+        JOIN submitted_notebook sn ON g.notebook_id = sn.id
+        JOIN notebook n ON sn.notebook_id = n.id
+        JOIN submitted_assignment sa ON sn.assignment_id = sa.id
+        JOIN grade_cells gc ON g.cell_id = gc.id
+        ORDER BY 1, 2, 3
+    """
+    with sqlite3.connect(course.root / "gradebook.db") as connection:
+        return connection.execute(query).fetchall()
+
+
+def scores(course: Course) -> dict[str, dict[str, float]]:
+    """{student: {test cell: auto score}} from the gradebook."""
+    result: dict[str, dict[str, float]] = {}
+    for student, _, cell, auto_score, _ in gradebook_rows(course):
+        result.setdefault(student, {})[cell] = auto_score
+    return result
+
+
+def record(course: Course, student: str) -> dict:
+    path = course.state_folder / "records" / ASSIGNMENT / f"{student}.json"
+    return json.loads(path.read_text())

@@ -70,13 +70,19 @@ def check_equal(got: object, expected: object, what: str, misunderstanding: str)
 
 def check_is(got: object, expected: object, what: str, misunderstanding: str) -> None:
     """Check identity: ``got is expected`` (the very same Python object)."""
-    check(
-        got is expected,
-        what,
-        f"the very object {show(expected)} (checked with `is`)",
-        f"another object, {show(got)}",
-        misunderstanding,
-    )
+    if expected is None or type(expected) is bool:
+        wanted = f"exactly {expected!r} (checked with `is`)"
+    else:
+        wanted = f"the very object {show(expected)} (checked with `is`)"
+    check(got is expected, what, wanted, f"another object, {show(got)}", misunderstanding)
+
+
+def check_returns(call: Callable[[], Any], what: str, misunderstanding: str) -> Any:
+    """Return ``call()``; an error it raises becomes the teaching message instead."""
+    try:
+        return call()
+    except Exception as error:  # noqa: BLE001 - any error is the wrong answer
+        fail(what, "a value returned", f"{type(error).__name__}: {error}", misunderstanding)
 
 
 def check_raises(

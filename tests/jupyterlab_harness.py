@@ -209,7 +209,8 @@ class NotebookPage:
     def menu(self, menu: str, item: str) -> None:
         """Click `item` in menu-bar menu `menu`, e.g. menu("Run", "Run All Cells")."""
         self.page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
-        self.page.get_by_role("menuitem", name=item, exact=True).click()
+        label = self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$"))
+        self.page.locator(".lm-Menu-item", has=label).click()
 
     def run_all(self) -> None:
         """Clear every output, run every cell from the Run menu, wait until all of them ran."""
@@ -217,13 +218,14 @@ class NotebookPage:
         self.menu("Run", "Run All Cells")
         self._wait_until_ran(range(self.cells.count()))
 
-    def run_all_above(self, index: int) -> None:
-        """Clear every output, run the cells above cell `index` (from 0), wait until they ran."""
+    def restart_and_run_to(self, index: int) -> None:
+        """Clear every output, restart the kernel, run cells 0 to `index`, wait until they ran."""
         self.menu("Edit", "Clear Outputs of All Cells")
         self._select(index)
-        self.menu("Run", "Run All Above Selected Cell")
-        self._wait_until_ran(range(index))
-        self._expect_not_run(range(index, self.cells.count()))
+        self.menu("Kernel", "Restart Kernel and Run up to Selected Cell…")
+        self.page.locator(".jp-Dialog button", has_text=re.compile("^Restart$")).click()
+        self._wait_until_ran(range(index + 1))
+        self._expect_not_run(range(index + 1, self.cells.count()))
 
     def run_from(self, index: int) -> None:
         """Run cell `index` and every cell below it (JupyterLab disables this on the last cell)."""

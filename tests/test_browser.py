@@ -82,11 +82,11 @@ def test_a_stock_widget_renders_and_follows_the_kernel(
     notebook = open_notebook("harness-check.ipynb")
     readout = notebook.panel.locator(".widget-slider .widget-readout")
 
-    notebook.run_all_above(1)
+    notebook.run_all()
+    expect(readout).to_have_text("8")
+    notebook.restart_and_run_to(0)
     expect(readout).to_have_text("3")
     notebook.run_from(1)
-    expect(readout).to_have_text("8")
-    notebook.run_all()
     expect(readout).to_have_text("8")
     expect(notebook.panel.locator(".widget-slider")).to_have_count(1)
     assert notebook.errors == []

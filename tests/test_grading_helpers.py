@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import sys
 from pathlib import Path
 
 import nbformat
+from nbgrader.api import Grade, Gradebook
 from nbgrader.apps import NbGraderAPI
 
 from autograder.course import Course
@@ -19,7 +19,10 @@ ADD_SOLUTION = "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ##
 MUL_SOLUTION = "def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION"
 HIDDEN_LINE = "assert mul(-2, 3) == -6, 'mul must handle negative numbers'"
 TEST_ADD = "assert add(1, 2) == 3, 'add(1, 2) should be 3'"
-TEST_MUL = f"assert mul(2, 3) == 6, 'mul(2, 3) should be 6'\n### BEGIN HIDDEN TESTS\n{HIDDEN_LINE}\n### END HIDDEN TESTS"
+TEST_MUL = (
+    "assert mul(2, 3) == 6, 'mul(2, 3) should be 6'\n"
+    f"### BEGIN HIDDEN TESTS\n{HIDDEN_LINE}\n### END HIDDEN TESTS"
+)
 POINTS = {"test_add": 2, "test_mul": 3}
 
 CONFIG = """c = get_config()
@@ -53,7 +56,11 @@ def source_notebook() -> nbformat.NotebookNode:
         nbformat.v4.new_code_cell(TEST_MUL, metadata=_meta("test_mul", points=3)),
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.metadata.kernelspec = {
+        "name": "python3",
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
     return nb
 
 
@@ -91,7 +98,9 @@ def solved(course: Course, mul: str = "def mul(a, b):\n    return a * b") -> nbf
     return answer(nb, "mul", mul)
 
 
-def submit(course: Course, student: str, nb: nbformat.NotebookNode | str | None, name: str = ASSIGNMENT) -> None:
+def submit(
+    course: Course, student: str, nb: nbformat.NotebookNode | str | None, name: str = ASSIGNMENT
+) -> None:
     """Put a submission in submitted/<student>/hw/ (a string is written as the file's text)."""
     folder = course.root / "submitted" / student / ASSIGNMENT
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,17 +119,20 @@ def copy_course(course: Course, root: Path) -> Course:
 
 def gradebook_rows(course: Course) -> list[tuple]:
     """(student, notebook, cell, auto_score, manual_score) of every grade row in the gradebook."""
-    query = """
-        SELECT sa.student_id, n.name, gc.name, g.auto_score, g.manual_score
-        FROM grade g
-        JOIN submitted_notebook sn ON g.notebook_id = sn.id
-        JOIN notebook n ON sn.notebook_id = n.id
-        JOIN submitted_assignment sa ON sn.assignment_id = sa.id
-        JOIN grade_cells gc ON g.cell_id = gc.id
-        ORDER BY 1, 2, 3
-    """
-    with sqlite3.connect(course.root / "gradebook.db") as connection:
-        return connection.execute(query).fetchall()
+    rows = []
+    with Gradebook(course.db_url, course.coursedir.course_id) as gb:
+        for grade in gb.db.query(Grade).all():
+            notebook = grade.notebook
+            rows.append(
+                (
+                    notebook.assignment.student.id,
+                    notebook.name,
+                    grade.cell.name,
+                    grade.auto_score,
+                    grade.manual_score,
+                )
+            )
+    return sorted(rows)
 
 
 def scores(course: Course) -> dict[str, dict[str, float]]:

@@ -1,15 +1,18 @@
-"""What the session_visualizer widgets of a lesson should show, read without a browser.
+"""What the session_visualizer widgets of a notebook should show, read without a browser.
 
-Two sources, both from the widgets' own deterministic `text/plain` (e.g. "ObjectCard
-User(id=2, name='Mary'): transient . pending . [persistent] . deleted . detached"):
+Each widget has a deterministic `text/plain` (e.g. "ObjectCard User(id=2, name='Mary'):
+transient . pending . [persistent] . deleted . detached | key (User, (2,))") and, in the
+page, an element whose data attribute carries the same fact (`data-state="persistent"`).
+Two sources of the text:
 - the outputs stored in the notebook: each widget as it was when its cell displayed it;
-- a headless run with nbclient that displays every widget once more at the end: each widget
-  as it is after the last cell, which is what a live view shows after "Run All Cells".
+- a headless run with nbclient that displays every widget once more after the last cell:
+  each widget as it is at the end, which is what its live view shows after "Run All Cells".
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,14 +20,7 @@ import nbformat
 from nbclient import NotebookClient
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-KINDS = {
-    "ObjectCard": "sv-object-card",
-    "SessionPanel": "sv-session-panel",
-    "StateDiagram": "sv-state-diagram",
-    "Timeline": "sv-timeline",
-}
-CURRENT_STATE = re.compile(r"\[(transient|pending|persistent|deleted|detached)\]")
-# Appended to a copy of the lesson: displays again, in order, every widget the lesson displayed.
+# Appended to the notebook: displays again, in order, every widget the notebook displayed.
 REDISPLAY = """\
 from IPython.display import display
 from ipywidgets import widget_serialization
@@ -34,13 +30,59 @@ for model_id in {model_ids!r}:
 """
 
 
+def _read(pattern: str, **meanings: str) -> Callable[[str], str]:
+    """A reader of the first group of `pattern` in a widget's text, renamed by `meanings`."""
+    compiled = re.compile(pattern)
+
+    def read(text: str) -> str:
+        match = compiled.search(text)
+        if match is None:
+            raise ValueError(f"no {pattern!r} in the widget text {text!r}")
+        found = next(group for group in match.groups() if group is not None)
+        return meanings.get(found, found)
+
+    return read
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A visualizer widget kind: its root's CSS class, and where the page shows its value."""
+
+    root_class: str
+    marker: str  # CSS selector, inside the root, of the element that carries the value
+    attribute: str
+    read: Callable[[str], str]  # the same value, read from the widget's text/plain
+
+
+STATE = r"\[(transient|pending|persistent|deleted|detached|gone)\]|: (gone) \(garbage-collected\)"
+KINDS = {
+    "ObjectCard": Kind("sv-object-card", ".sv-card-body", "data-state", _read(STATE)),
+    "StateDiagram": Kind("sv-state-diagram", "svg.sv-diagram", "data-state", _read(STATE)),
+    "SessionPanel": Kind(
+        "sv-session-panel",
+        ".sv-panel-body",
+        "data-transaction",
+        _read(
+            r"^SessionPanel: (transaction open|no transaction)",
+            **{"transaction open": "open", "no transaction": "none"},
+        ),
+    ),  # fmt: skip
+    "Timeline": Kind(
+        "sv-timeline",
+        ".sv-step",
+        "data-step",
+        _read(r"^Timeline step (\d+) of|^Timeline: (no step) recorded yet", **{"no step": "0"}),
+    ),  # fmt: skip
+}
+
+
 @dataclass(frozen=True)
 class WidgetDisplay:
-    """One visualizer widget displayed by a cell, and the state it showed (cards, diagrams)."""
+    """One visualizer widget displayed by a cell, and the value its page element should show."""
 
     cell: int
-    kind: str
-    state: str | None
+    kind: Kind
+    value: str
     model_id: str
 
 
@@ -50,11 +92,10 @@ def _describe(cell: int, output: dict) -> WidgetDisplay | None:
     if WIDGET_VIEW not in data:
         return None
     text = data.get("text/plain", "")
-    kind = KINDS.get(text.split(" ", 1)[0])
+    kind = KINDS.get(text.split(" ", 1)[0].rstrip(":"))
     if kind is None:
         return None
-    state = CURRENT_STATE.search(text)
-    return WidgetDisplay(cell, kind, state and state.group(1), data[WIDGET_VIEW]["model_id"])
+    return WidgetDisplay(cell, kind, kind.read(text), data[WIDGET_VIEW]["model_id"])
 
 
 def stored_displays(notebook: nbformat.NotebookNode) -> list[WidgetDisplay]:
@@ -85,5 +126,5 @@ def final_displays(path: Path, workdir: Path, timeout: int = 120) -> list[Widget
     if [display.kind for display in at_end] != [display.kind for display in displayed]:
         raise RuntimeError(f"{path}: displaying its widgets again gave {at_end}, not {displayed}")
     return [
-        replace(before, state=after.state) for before, after in zip(displayed, at_end, strict=True)
+        replace(before, value=after.value) for before, after in zip(displayed, at_end, strict=True)
     ]

@@ -1,0 +1,139 @@
+"""The kernel's sandbox: no course files, no other submissions, no home, no network, limits.
+
+Needs bubblewrap (`make system-packages`): without it these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from test_grading_helpers import ASSIGNMENT, make_course, scores, solved, submit
+from traitlets.config import Config
+
+from autograder.execute import execute_notebook
+from autograder.sandbox import SandboxPolicy, make_policy, sandbox_problem
+
+MEMORY_LIMIT = 768 * 1024**2  # an idle kernel needs about 550 MiB of address space
+
+
+def attempt(code: str) -> str:
+    """A cell that prints what happened when it tried `code`."""
+    return (
+        "try:\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + "    print('GOT IT')\n"
+        + "except BaseException as error:\n"
+        + "    print('REFUSED', type(error).__name__)\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def sandboxed_outputs(tmp_path_factory):
+    assert shutil.which("bwrap"), "bubblewrap is missing: run `make system-packages`"
+    root = tmp_path_factory.mktemp("sandbox")
+    course = make_course(root / "course")
+    policy = make_policy(MEMORY_LIMIT, cpu_seconds=4)
+    submit(course, "other", solved(course))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    home = Path.home()
+    bound_in_home = {
+        Path(path).relative_to(home).parts[0]
+        for path in policy.read_only
+        if Path(path).is_relative_to(home)
+    }
+    workdir = root / "work"
+    workdir.mkdir()
+    cells = [
+        attempt(f"open({str(course.root / 'source' / ASSIGNMENT / 'hw.ipynb')!r}).read()"),
+        attempt(f"open({str(course.root / 'gradebook.db')!r}, 'rb').read()"),
+        attempt(
+            f"open({str(course.root / 'submitted' / 'other' / ASSIGNMENT / 'hw.ipynb')!r}).read()"
+        ),
+        attempt(f"import os\nassert set(os.listdir({str(home)!r})) - {bound_in_home!r}"),
+        attempt(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)"),
+        attempt("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"),
+        attempt(f"memory = bytearray({MEMORY_LIMIT + 100 * 1024**2})"),
+        attempt("open('written.txt', 'w').write('mine')\nimport autograder, sqlalchemy"),
+        "while True:\n    pass",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    config = Config()
+    config.Execute.timeout = 30
+    assert sandbox_problem(policy, root / "probe") is None
+    result = execute_notebook(nbformat.writes(nb), str(workdir), policy, config)
+    listener.close()
+    executed = nbformat.reads(result.notebook_json, as_version=4)
+    outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in executed.cells]
+    return outputs, result.problems, workdir
+
+
+@pytest.mark.parametrize(
+    "index, what",
+    [
+        (0, "source/"),
+        (1, "the gradebook"),
+        (2, "another student's submission"),
+        (3, "the instructor's home"),
+        (4, "a socket on this machine"),
+        (5, "the network"),
+    ],
+)
+def test_the_kernel_cannot_reach(sandboxed_outputs, index, what):
+    outputs, _, _ = sandboxed_outputs
+    assert outputs[index].startswith("REFUSED"), (what, outputs[index])
+
+
+def test_the_kernel_cannot_allocate_past_the_memory_limit(sandboxed_outputs):
+    outputs, _, _ = sandboxed_outputs
+    assert outputs[6] == "REFUSED MemoryError\n"
+
+
+def test_the_kernel_can_write_its_folder_and_import_the_course_packages(sandboxed_outputs):
+    outputs, _, workdir = sandboxed_outputs
+    assert outputs[7] == "GOT IT\n"
+    assert (workdir / "written.txt").read_text() == "mine"
+
+
+def test_the_kernel_is_stopped_at_the_cpu_time_limit(sandboxed_outputs):
+    _, problems, _ = sandboxed_outputs
+    assert problems == [
+        "cell 9: the kernel died (a crash, os._exit, or a CPU or memory limit); "
+        "the kernel was stopped and later cells scored 0"
+    ]
+
+
+def test_a_policy_that_cannot_start_is_reported(tmp_path):
+    broken = SandboxPolicy(MEMORY_LIMIT, 10, read_only=(str(tmp_path / "does-not-exist"),))
+    assert "bubblewrap could not start" in sandbox_problem(broken, tmp_path / "probe")
+
+
+def test_grading_without_bubblewrap_warns_and_still_grades(tmp_path):
+    course = make_course(tmp_path / "course")
+    submit(course, "alice", solved(course))
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "prlimit").symlink_to(shutil.which("prlimit"))
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{tools}"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "course-grade"), "grade", "--jobs", "1"],
+        cwd=course.root,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: kernels run WITHOUT the sandbox (bubblewrap (bwrap) is not installed)" in (
+        " ".join(result.stderr.split())
+    )
+    assert scores(course) == {"alice": {"test_add": 2.0, "test_mul": 3.0}}

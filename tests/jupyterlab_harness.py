@@ -233,6 +233,12 @@ class NotebookPage:
         self.menu("Run", "Run Selected Cell and All Below")
         self._wait_until_ran(range(index, self.cells.count()))
 
+    def screenshot(self, path: Path, top: Locator) -> None:
+        """Save a PNG of the notebook panel, scrolled so that `top` is at its top."""
+        top.evaluate("element => element.scrollIntoView({block: 'start'})")
+        expect(top).to_be_in_viewport()
+        self.page.locator(".jp-NotebookPanel:visible").screenshot(path=path, animations="disabled")
+
     def _select(self, index: int) -> None:
         cell = self.cells.nth(index)
         cell.locator(".jp-InputPrompt").click()

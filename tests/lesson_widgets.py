@@ -87,14 +87,14 @@ class WidgetDisplay:
 
 
 def _describe(cell: int, output: dict) -> WidgetDisplay | None:
-    """The visualizer widget an output displays, or None for any other output."""
+    """The visualizer widget an output displays, or None for an output that is no widget."""
     data = output.get("data", {})
     if WIDGET_VIEW not in data:
         return None
     text = data.get("text/plain", "")
     kind = KINDS.get(text.split(" ", 1)[0].rstrip(":"))
     if kind is None:
-        return None
+        raise ValueError(f"cell {cell} displays a widget that is not a visualizer's: {text!r}")
     return WidgetDisplay(cell, kind, kind.read(text), data[WIDGET_VIEW]["model_id"])
 
 

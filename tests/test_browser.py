@@ -153,6 +153,10 @@ def _check_in_jupyterlab(
     notebook = open_notebook(name)
     notebook.run_all()
     _expect_widgets(notebook, final, f"{name} after Run All Cells")
+    if final:
+        notebook.screenshot(
+            workdir / f"{path.stem}.png", notebook.panel.locator(WIDGET_ROOTS).first
+        )
 
     changing = _changing_widget(stored, final, len(notebook_json.cells))
     if changing is not None:

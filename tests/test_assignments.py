@@ -1,0 +1,368 @@
+"""The assignments: release/ is nbgrader's output for source/, and grading scores real work only.
+
+One temporary copy of the course (source/ and nbgrader_config.py) serves every test of this module:
+nbgrader generates the student versions there, validates the notebooks, and autogrades synthetic
+submissions built from the source and release notebooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat import NotebookNode
+
+from autograder.checks import STATE_SCRIPT
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = ("crud", "object-states", "scoped-sessions")
+POINTS_PER_ASSIGNMENT = 10
+SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def nbgrader_meta(cell: NotebookNode) -> dict:
+    """The cell's nbgrader metadata ({} for a cell nbgrader does not manage)."""
+    return cell.metadata.get("nbgrader", {})
+
+
+def is_test_cell(cell: NotebookNode) -> bool:
+    return bool(nbgrader_meta(cell).get("grade")) and cell.cell_type == "code"
+
+
+def is_hidden_test(cell: NotebookNode) -> bool:
+    return is_test_cell(cell) and "### BEGIN HIDDEN TESTS" in cell.source
+
+
+def is_solution_cell(cell: NotebookNode) -> bool:
+    return bool(nbgrader_meta(cell).get("solution"))
+
+
+def read_notebook(folder: Path, assignment: str) -> NotebookNode:
+    return nbformat.read(folder / assignment / f"{assignment}.ipynb", as_version=4)
+
+
+def exercise_points(source: NotebookNode) -> dict[str, int]:
+    """Points of each solution cell's exercise: the test cells between it and the next one."""
+    points: dict[str, int] = {}
+    current = None
+    for cell in source.cells:
+        if is_solution_cell(cell):
+            current = nbgrader_meta(cell)["grade_id"]
+            points[current] = 0
+        elif is_test_cell(cell):
+            assert current is not None, f"test cell {cell.id} comes before any solution cell"
+            points[current] += nbgrader_meta(cell)["points"]
+    return points
+
+
+# --- the temporary course -------------------------------------------------------------------------
+
+
+@dataclass
+class Course:
+    """A temporary copy of the course, with nbgrader's API on it."""
+
+    root: Path
+    api: object
+    config: object
+
+    def generate(self, assignment: str) -> None:
+        result = self.api.generate_assignment(assignment, force=True)
+        assert result["success"], result.get("error") or result.get("log")
+
+    def submit(self, student: str, assignment: str, nb: NotebookNode) -> None:
+        folder = self.root / "submitted" / student / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, folder / f"{assignment}.ipynb")
+
+    def autograde_all(self, assignment: str) -> None:
+        """Autograde every submitted student of ``assignment`` in one nbgrader run."""
+        result = self.api.autograde(assignment, "*")
+        assert result["success"], result.get("error") or result.get("log")
+
+    def score(self, assignment: str, student: str) -> float:
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.api.coursedir.db_url) as gradebook:
+            return gradebook.find_submission(assignment, student).score
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory) -> Course:
+    """The course copied to a temporary folder, with every assignment generated there."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = tmp_path_factory.mktemp("course")
+    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns("*.db"))
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    assert config.CourseDirectory.root == str(root), "nbgrader_config.py must use its own folder"
+    with pytest.MonkeyPatch.context() as patch:
+        # nbgrader runs `alembic` (installed next to this Python) to create the gradebook.
+        patch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+        course = Course(root=root, api=api, config=config)
+        for assignment in ASSIGNMENTS:
+            course.generate(assignment)
+        yield course
+
+
+# --- release/ is exactly what nbgrader makes of source/ ------------------------------------------
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_is_regenerated_from_source(course: Course, assignment: str) -> None:
+    generated = course.root / "release" / assignment
+    committed = ROOT / "release" / assignment
+    assert files_under(committed) == files_under(generated), (
+        f"release/{assignment} holds other files than nbgrader generates: run "
+        f"`nbgrader generate_assignment {assignment} --force` and commit release/"
+    )
+    for name in files_under(generated):
+        # Parsed JSON: only the file's formatting may differ (nbgrader's output has no volatile
+        # field: generating twice gives the same bytes).
+        assert json.loads((committed / name).read_text()) == json.loads(
+            (generated / name).read_text()
+        ), (
+            f"release/{assignment}/{name} is out of date with source/: run "
+            f"`nbgrader generate_assignment {assignment} --force` and commit release/"
+        )
+
+
+# --- the notebooks' structure -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_points_and_hidden_tests(assignment: str) -> None:
+    source = read_notebook(ROOT / "source", assignment)
+    tests = [cell for cell in source.cells if is_test_cell(cell)]
+    assert sum(nbgrader_meta(cell)["points"] for cell in tests) == POINTS_PER_ASSIGNMENT
+    for cell in tests:
+        assert "checks = importlib.reload(autograder.checks)" in cell.source, (
+            f"{cell.id} must reload the checking helpers, so a patched helper cannot fake a pass"
+        )
+    hidden = [cell for cell in tests if is_hidden_test(cell)]
+    for cell in hidden:
+        assert cell.source.startswith("# Hidden tests: "), f"{cell.id} must say what it covers"
+    # every exercise has a visible test cell and a hidden one
+    for solution, points in exercise_points(source).items():
+        assert points > 0, f"solution cell {solution} has no test cell"
+    assert len(hidden) >= len(exercise_points(source))
+
+
+def test_predict_the_state_table_matches_the_graded_script() -> None:
+    source = read_notebook(ROOT / "source", "object-states")
+    table = next(cell.source for cell in source.cells if "| step | code |" in cell.source)
+    shown = re.findall(r"^\| \d+ \| `(.+)` \|$", table, flags=re.MULTILINE)
+    assert shown == [code for code, _why in STATE_SCRIPT]
+
+
+# --- nbgrader validate ---------------------------------------------------------------------------
+
+
+def validate(course: Course, folder: str, assignment: str, invert: bool) -> dict:
+    from nbgrader.validator import Validator
+
+    validator = Validator(config=course.config, invert=invert)
+    return validator.validate(str(course.root / folder / assignment / f"{assignment}.ipynb"))
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_validate_source_passes(course: Course, assignment: str) -> None:
+    assert validate(course, "source", assignment, invert=False) == {}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_validate_release_fails_every_test_cell(course: Course, assignment: str) -> None:
+    assert validate(course, "release", assignment, invert=True) == {}
+
+
+# --- autograding synthetic submissions ------------------------------------------------------------
+
+
+def solved(
+    release: NotebookNode, source: NotebookNode, solve: Callable[[str], bool]
+) -> NotebookNode:
+    """The release notebook with the source's answers (markers removed) in the chosen cells."""
+    answers = {
+        nbgrader_meta(cell)["grade_id"]: "\n".join(
+            line for line in cell.source.splitlines() if line.strip() not in SOLUTION_MARKERS
+        )
+        for cell in source.cells
+        if is_solution_cell(cell)
+    }
+    nb = copy.deepcopy(release)
+    for cell in nb.cells:
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        if is_solution_cell(cell) and solve(grade_id):
+            cell.source = answers[grade_id]
+    return nb
+
+
+def tampered(nb: NotebookNode) -> NotebookNode:
+    """Test cells in turn edited to pass, deleted, and made ordinary cells (metadata removed)."""
+    nb = copy.deepcopy(nb)
+    kept = []
+    test_index = 0
+    for cell in nb.cells:
+        if is_test_cell(cell):
+            test_index += 1
+            if test_index % 3 == 2:
+                continue
+            cell.source = "assert True"
+            if test_index % 3 == 0:
+                del cell.metadata["nbgrader"]
+        kept.append(cell)
+    nb.cells = kept
+    return nb
+
+
+CHEAT = """\
+import autograder.checks as checks_module
+
+
+def accept_anything(*args, **kwargs):
+    return None
+
+
+for helper in [name for name in vars(checks_module) if name.startswith(("check", "fail"))]:
+    setattr(checks_module, helper, accept_anything)
+
+
+class LooksRight:
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __getattr__(self, name):
+        return self
+
+    def __iter__(self):
+        return iter(())
+
+"""
+
+
+def cheating(release: NotebookNode, source: NotebookNode) -> NotebookNode:
+    """Answers that patch the checking helpers and return look-alike objects, solving nothing."""
+    defined = {
+        nbgrader_meta(cell)["grade_id"]: re.findall(
+            r"^(?:def |class )?(\w+)\b(?: =|\()", cell.source, flags=re.MULTILINE
+        )
+        for cell in source.cells
+        if is_solution_cell(cell)
+    }
+    nb = copy.deepcopy(release)
+    for cell in nb.cells:
+        if is_solution_cell(cell):
+            names = defined[nbgrader_meta(cell)["grade_id"]]
+            cell.source = CHEAT + "".join(f"{name} = LooksRight()\n" for name in names)
+    return nb
+
+
+@dataclass
+class Scores:
+    """Measured scores of one assignment's synthetic submissions, and what the half one earns."""
+
+    full: float
+    blank: float
+    half: float
+    half_tampered: float
+    blank_tampered: float
+    cheating: float
+    half_expected: int
+
+
+@pytest.fixture(scope="module")
+def scores(course: Course) -> dict[str, Scores]:
+    """Autograde five synthetic students on every assignment; their scores per assignment."""
+    measured = {}
+    for assignment in ASSIGNMENTS:
+        source = read_notebook(course.root / "source", assignment)
+        release = read_notebook(course.root / "release", assignment)
+        points = exercise_points(source)
+        first_half = set(list(points)[: len(points) // 2 or 1])
+        half = solved(release, source, first_half.__contains__)
+        submissions = {
+            "full": solved(release, source, lambda _grade_id: True),
+            "blank": release,
+            "half": half,
+            "half-tampered": tampered(half),
+            "blank-tampered": tampered(release),
+            "cheating": cheating(release, source),
+        }
+        for student, nb in submissions.items():
+            course.submit(student, assignment, nb)
+        course.autograde_all(assignment)
+        measured[assignment] = Scores(
+            *(course.score(assignment, student) for student in submissions),
+            half_expected=sum(points[grade_id] for grade_id in first_half),
+        )
+    return measured
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_full_solutions_get_full_marks(scores: dict[str, Scores], assignment: str) -> None:
+    assert scores[assignment].full == POINTS_PER_ASSIGNMENT
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_notebooks_get_zero(scores: dict[str, Scores], assignment: str) -> None:
+    assert scores[assignment].blank == 0
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_half_solved_gets_the_points_of_its_exercises(
+    scores: dict[str, Scores], assignment: str
+) -> None:
+    measured = scores[assignment]
+    assert 0 < measured.half_expected < POINTS_PER_ASSIGNMENT
+    assert measured.half == measured.half_expected
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_tampered_test_cells_earn_nothing_extra(scores: dict[str, Scores], assignment: str) -> None:
+    measured = scores[assignment]
+    assert measured.half_tampered == measured.half
+    assert measured.blank_tampered == 0
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_patched_helpers_and_look_alikes_earn_nothing(
+    scores: dict[str, Scores], assignment: str
+) -> None:
+    assert scores[assignment].cheating == 0
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_passing_test_cells_write_nothing_to_stderr(
+    course: Course, scores: dict[str, Scores], assignment: str
+) -> None:
+    graded = read_notebook(course.root / "autograded" / "full", assignment)
+    streams = [
+        (cell.id, output.get("text", ""))
+        for cell in graded.cells
+        if is_test_cell(cell)
+        for output in cell.get("outputs", [])
+        if output.get("name") == "stderr"
+    ]
+    assert streams == []

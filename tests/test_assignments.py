@@ -23,6 +23,13 @@ from nbformat import NotebookNode
 
 from autograder.checks import STATE_SCRIPT
 
+# Warnings nbgrader's own code raises while it autogrades (its gradebook session, and the cells it
+# puts back without an id); they say nothing about the assignments.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Object of type <Submitted:sqlalchemy.exc.SAWarning"),
+    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ("crud", "object-states", "scoped-sessions")
 POINTS_PER_ASSIGNMENT = 10

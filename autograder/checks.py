@@ -131,11 +131,20 @@ def table_rows(db_file: str | Path, table: str) -> list[tuple[Any, ...]]:
 
 def write_rows(db_file: str | Path, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Replace every row of ``table`` with ``rows``, through a fresh sqlite3 connection."""
-    with closing(sqlite3.connect(Path(db_file), timeout=5)) as connection, connection:
-        connection.execute(f'DELETE FROM "{table}"')
-        for row in rows:
-            marks = ", ".join("?" * len(row))
-            connection.execute(f'INSERT INTO "{table}" VALUES ({marks})', row)
+    try:
+        with closing(sqlite3.connect(Path(db_file), timeout=3)) as connection, connection:
+            connection.execute(f'DELETE FROM "{table}"')
+            for row in rows:
+                marks = ", ".join("?" * len(row))
+                connection.execute(f'INSERT INTO "{table}" VALUES ({marks})', row)
+    except sqlite3.OperationalError as error:
+        fail(
+            f"Preparing table {table!r} for the test",
+            "a database no session is writing to",
+            f"sqlite3.OperationalError: {error}",
+            "a session that flushed but was never committed or closed still holds the "
+            "database's write lock: open sessions with `with Session(engine) as session:`",
+        )
 
 
 def check_rows(

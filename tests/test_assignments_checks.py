@@ -108,6 +108,18 @@ def test_the_database_is_read_independently_and_only_committed_rows_count(tmp_pa
     engine.dispose()
 
 
+def test_a_session_left_open_is_named_when_a_test_needs_the_database(tmp_path: Path) -> None:
+    db_file = tmp_path / "users.db"
+    engine = create_engine(f"sqlite:///{db_file}", connect_args={"timeout": 0})
+    Base.metadata.create_all(engine)
+    with Session(engine) as forgotten:
+        forgotten.add(User(name="Grace"))
+        forgotten.flush()
+        message = message_of(lambda: checks.write_rows(db_file, "users", []))
+    assert "database is locked" in message and "with Session(engine)" in message
+    engine.dispose()
+
+
 def test_a_missing_database_file_is_named(tmp_path: Path) -> None:
     message = message_of(lambda: checks.table_rows(tmp_path / "none.db", "users"))
     assert str(tmp_path / "none.db") in message and "set-up cell" in message

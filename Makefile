@@ -1,6 +1,8 @@
 # The two set-up commands of the README: `make course` and `make test`.
 VENV ?= .venv
 BIN := $(VENV)/bin
+# nbgrader runs `alembic` by name, so the environment's bin folder must be on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: course test system-packages

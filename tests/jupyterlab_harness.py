@@ -60,10 +60,6 @@ class LabServer:
     token: str
     root_dir: Path
 
-    def notebook_url(self, name: str) -> str:
-        """The URL that opens `name` (relative to root_dir) in a fresh workspace."""
-        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
-
     def shutdown_kernels(self) -> None:
         """Stop every kernel, so that the next notebook does not share the two CPUs."""
         for kernel in self._api("GET", "/api/kernels"):
@@ -173,25 +169,73 @@ def launch_chromium(playwright: Playwright) -> Browser:
 
 
 @dataclass
-class NotebookPage:
-    """A notebook open in JupyterLab, with the JavaScript errors seen since it was opened."""
+class JupyterLabPage:
+    """JupyterLab loaded once in a page; notebooks open and close in it like tabs do."""
 
     page: Page
+    lab_url: str
     errors: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, context: BrowserContext, server: LabServer, name: str) -> NotebookPage:
-        """Open notebook `name` and wait until its kernel is started and idle."""
-        notebook = cls(context.new_page())
-        notebook.page.on("console", notebook._record_console)
-        notebook.page.on("pageerror", lambda error: notebook.errors.append(f"pageerror: {error}"))
-        notebook.page.goto(server.notebook_url(name))
-        notebook.wait_until_idle()
-        return notebook
+    def load(cls, context: BrowserContext, server: LabServer) -> JupyterLabPage:
+        """Load JupyterLab in a new page, recording console errors and uncaught exceptions."""
+        lab = cls(context.new_page(), f"{server.url}/lab?reset&token={server.token}")
+        lab.page.set_default_timeout(20_000)
+        lab.page.on("console", lab._record_console)
+        lab.page.on("pageerror", lambda error: lab.errors.append(f"pageerror: {error}"))
+        lab.reload()
+        return lab
+
+    def reload(self) -> None:
+        """Load JupyterLab afresh, with no tab open."""
+        self.page.goto(self.lab_url)
+        expect(self.page.locator(".jp-DirListing-content")).to_be_visible()
 
     def _record_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(f"console.error: {message.text} ({message.location})")
+
+    def menu(self, menu: str, item: str) -> None:
+        """Click `item` in menu-bar menu `menu`, e.g. menu("Run", "Run All Cells")."""
+        self.page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
+        label = self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$"))
+        self.page.locator(".lm-Menu-item", has=label).click()
+
+    def answer_dialog(self, button: str) -> None:
+        self.page.locator(".jp-Dialog button", has_text=re.compile(f"^{button}$")).click()
+
+    def open_notebook(self, name: str) -> NotebookPage:
+        """Open notebook `name` (File > Open from Path), wait until its kernel is idle."""
+        self.menu("File", "Open from Path…")
+        self.page.locator(".jp-Dialog input").fill(name)
+        self.answer_dialog("Open")
+        notebook = NotebookPage(self, first_error=len(self.errors))
+        expect(notebook.cells.first).to_be_visible()
+        notebook.wait_until_idle()
+        return notebook
+
+
+@dataclass
+class NotebookPage:
+    """The notebook open in a JupyterLabPage."""
+
+    lab: JupyterLabPage
+    first_error: int
+
+    @property
+    def page(self) -> Page:
+        return self.lab.page
+
+    @property
+    def errors(self) -> list[str]:
+        """JavaScript errors seen since this notebook was opened."""
+        return self.lab.errors[self.first_error :]
+
+    def close(self) -> None:
+        """File > Close and Shut Down Notebook: the tab closes, the kernel stops."""
+        self.lab.menu("File", "Close and Shut Down Notebook…")
+        self.lab.answer_dialog("Ok")
+        expect(self.page.locator(".jp-NotebookPanel")).to_have_count(0)
 
     @property
     def panel(self) -> Locator:
@@ -206,31 +250,25 @@ class NotebookPage:
     def wait_until_idle(self) -> None:
         expect(self.page.get_by_text(KERNEL_IDLE, exact=True)).to_be_visible()
 
-    def menu(self, menu: str, item: str) -> None:
-        """Click `item` in menu-bar menu `menu`, e.g. menu("Run", "Run All Cells")."""
-        self.page.locator(".lm-MenuBar-item", has_text=re.compile(f"^{menu}$")).click()
-        label = self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$"))
-        self.page.locator(".lm-Menu-item", has=label).click()
-
     def run_all(self) -> None:
         """Clear every output, run every cell from the Run menu, wait until all of them ran."""
-        self.menu("Edit", "Clear Outputs of All Cells")
-        self.menu("Run", "Run All Cells")
+        self.lab.menu("Edit", "Clear Outputs of All Cells")
+        self.lab.menu("Run", "Run All Cells")
         self._wait_until_ran(range(self.cells.count()))
 
     def restart_and_run_to(self, index: int) -> None:
         """Clear every output, restart the kernel, run cells 0 to `index`, wait until they ran."""
-        self.menu("Edit", "Clear Outputs of All Cells")
+        self.lab.menu("Edit", "Clear Outputs of All Cells")
         self._select(index)
-        self.menu("Kernel", "Restart Kernel and Run up to Selected Cell…")
-        self.page.locator(".jp-Dialog button", has_text=re.compile("^Restart$")).click()
+        self.lab.menu("Kernel", "Restart Kernel and Run up to Selected Cell…")
+        self.lab.answer_dialog("Restart")
         self._wait_until_ran(range(index + 1))
         self._expect_not_run(range(index + 1, self.cells.count()))
 
     def run_from(self, index: int) -> None:
         """Run cell `index` and every cell below it (JupyterLab disables this on the last cell)."""
         self._select(index)
-        self.menu("Run", "Run Selected Cell and All Below")
+        self.lab.menu("Run", "Run Selected Cell and All Below")
         self._wait_until_ran(range(index, self.cells.count()))
 
     def screenshot(self, path: Path, top: Locator) -> None:

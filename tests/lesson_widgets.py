@@ -4,7 +4,9 @@ Each widget has a deterministic `text/plain` (e.g. "ObjectCard User(id=2, name='
 transient . pending . [persistent] . deleted . detached | key (User, (2,))") and, in the
 page, an element whose data attribute carries the same fact (`data-state="persistent"`).
 Two sources of the text:
-- the outputs stored in the notebook: each widget as it was when its cell displayed it;
+- the outputs saved in the notebook: each widget as it was when its cell displayed it
+  (lessons save a widget's text/plain and static HTML, not its widget view: that holds a
+  random model id);
 - a headless run with nbclient that displays every widget once more after the last cell:
   each widget as it is at the end, which is what its live view shows after "Run All Cells".
 """
@@ -83,19 +85,24 @@ class WidgetDisplay:
     cell: int
     kind: Kind
     value: str
-    model_id: str
+    model_id: str | None  # None in saved lessons: they keep no widget-view output (random ids)
 
 
 def _describe(cell: int, output: dict) -> WidgetDisplay | None:
-    """The visualizer widget an output displays, or None for an output that is no widget."""
+    """The visualizer widget an output displays, or None for an output that is no widget.
+
+    A displayed visualizer widget is known by its text/plain, with either its widget view
+    (a fresh run) or its static HTML (a saved lesson).
+    """
     data = output.get("data", {})
-    if WIDGET_VIEW not in data:
-        return None
     text = data.get("text/plain", "")
     kind = KINDS.get(text.split(" ", 1)[0].rstrip(":"))
-    if kind is None:
-        raise ValueError(f"cell {cell} displays a widget that is not a visualizer's: {text!r}")
-    return WidgetDisplay(cell, kind, kind.read(text), data[WIDGET_VIEW]["model_id"])
+    if kind is None or f'class="{kind.root_class}"' not in data.get("text/html", ""):
+        if WIDGET_VIEW in data:
+            raise ValueError(f"cell {cell} displays a widget that is not a visualizer's: {text!r}")
+        return None
+    model_id = data.get(WIDGET_VIEW, {}).get("model_id")
+    return WidgetDisplay(cell, kind, kind.read(text), model_id)
 
 
 def stored_displays(notebook: nbformat.NotebookNode) -> list[WidgetDisplay]:
@@ -120,6 +127,8 @@ def final_displays(path: Path, workdir: Path, timeout: int = 120) -> list[Widget
             client.execute_cell(cell, index)
         displayed = stored_displays(notebook)
         model_ids = [display.model_id for display in displayed]
+        if None in model_ids:
+            raise RuntimeError(f"{path}: a widget shows no live view in a fresh run")
         notebook.cells.append(nbformat.v4.new_code_cell(REDISPLAY.format(model_ids=model_ids)))
         client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
     at_end = stored_displays(nbformat.v4.new_notebook(cells=notebook.cells[-1:]))

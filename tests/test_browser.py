@@ -14,10 +14,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyterlab_harness import LabServer, NotebookPage, launch_chromium, running_jupyterlab
+from jupyterlab_harness import (
+    JupyterLabPage,
+    LabServer,
+    NotebookPage,
+    launch_chromium,
+    running_jupyterlab,
+)
 from lesson_widgets import KINDS, WidgetDisplay, final_displays, stored_displays
 from nbclient import NotebookClient
-from playwright.sync_api import BrowserContext, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect, sync_playwright
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -39,30 +46,35 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
 
 
 @pytest.fixture(scope="module")
-def browser_context() -> Iterator[BrowserContext]:
+def lab_page(lab_server: LabServer) -> Iterator[JupyterLabPage]:
+    """JupyterLab, loaded once in headless Chromium."""
     expect.set_options(timeout=60_000)  # JupyterLab takes 5-10 s to load here
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:
-            yield browser.new_context(viewport={"width": 1280, "height": 1000})
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            yield JupyterLabPage.load(context, lab_server)
         finally:
             browser.close()
 
 
 @pytest.fixture
 def open_notebook(
-    lab_server: LabServer, browser_context: BrowserContext
+    lab_server: LabServer, lab_page: JupyterLabPage
 ) -> Iterator[Callable[[str], NotebookPage]]:
-    """Open notebooks by name; close their pages and stop their kernels after the test."""
+    """Open notebooks by name; close them and stop their kernels after the test."""
     opened: list[NotebookPage] = []
 
     def open_(name: str) -> NotebookPage:
-        opened.append(NotebookPage.open(browser_context, lab_server, name))
+        opened.append(lab_page.open_notebook(name))
         return opened[-1]
 
     yield open_
-    for notebook in opened:
-        notebook.page.close()
+    try:
+        for notebook in opened:
+            notebook.close()
+    except PlaywrightError:  # a failed test left a dialog or menu open
+        lab_page.reload()
     lab_server.shutdown_kernels()
 
 
@@ -148,9 +160,14 @@ def _check_in_jupyterlab(
     notebook_json = nbformat.read(path, as_version=4)
     stored = stored_displays(notebook_json)
     final = final_displays(path, workdir)
-    assert [d.kind for d in stored] == [d.kind for d in final], f"{path}: stale outputs"
+    assert [d.kind.root_class for d in stored] == [d.kind.root_class for d in final], (
+        f"{path}: its stored outputs show other widgets than a fresh run: re-run and save it"
+    )
 
     notebook = open_notebook(name)
+    expect(notebook.panel.locator(WIDGET_ROOTS), f"{name}: saved widgets").to_have_count(
+        len(stored)
+    )
     notebook.run_all()
     _expect_widgets(notebook, final, f"{name} after Run All Cells")
     if final:

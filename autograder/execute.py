@@ -10,9 +10,11 @@ Outputs are capped in bytes as they arrive, so tens of megabytes never pile up.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 from jupyter_core.utils import run_sync
@@ -150,18 +152,82 @@ def clip_lines(lines: list[str], limit: int) -> list[str]:
     return kept
 
 
+class KernelSlot:
+    """A sandboxed kernel started in a fresh folder of its own before a notebook needs it."""
+
+    def __init__(self, policy: SandboxPolicy, config: object, kernel_name: str) -> None:
+        self.kernel_name = kernel_name
+        self.folder = Path(tempfile.mkdtemp(prefix="course-grade-kernel-"))
+        self.workdir = self.folder / "work"
+        runtime_dir = self.folder / "runtime"
+        self.workdir.mkdir()
+        runtime_dir.mkdir()
+        self.km = SandboxedKernelManager(
+            config=config,
+            policy=policy,
+            workdir=str(self.workdir),
+            runtime_dir=str(runtime_dir),
+            kernel_name=kernel_name,
+        )
+        arguments = [f"--HistoryManager.hist_file={GuardedExecute.ipython_hist_file.default_value}"]
+        run_sync(self.km.start_kernel)(extra_arguments=arguments, cwd=str(self.workdir))
+
+    def close(self) -> None:
+        """Stop the kernel and delete its folder."""
+        if run_sync(self.km.is_alive)():
+            run_sync(self.km.shutdown_kernel)(now=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class NotebookRunner:
+    """Runs notebooks one after another; with `prefetch`, the next kernel boots meanwhile.
+
+    A kernel spends about a second starting (imports, then ZeroMQ handshakes with pauses);
+    starting it while the previous notebook runs hides most of that. The kernel works in its
+    own folder: the notebook's files are copied in before and copied back after the run.
+    """
+
+    def __init__(self, policy: SandboxPolicy, config: object, prefetch: bool) -> None:
+        self.policy = policy
+        self.config = config
+        self.prefetch = prefetch
+        self.spare: KernelSlot | None = None
+
+    def run(self, notebook_json: str, workdir: str) -> ExecutionResult:
+        """Execute a sanitized notebook whose files are in `workdir`; results go back there."""
+        started = time.monotonic()
+        nb = nbformat.reads(notebook_json, as_version=nbformat.NO_CONVERT)
+        kernel_name = nb.metadata.get("kernelspec", {}).get("name", "python3")
+        slot = self._take_slot(kernel_name)
+        if self.prefetch:
+            self.spare = KernelSlot(self.policy, self.config, kernel_name)
+        try:
+            shutil.copytree(workdir, slot.workdir, symlinks=True, dirs_exist_ok=True)
+            executor = GuardedExecute(config=self.config)
+            executor.preprocess(nb, {"metadata": {"path": str(slot.workdir)}}, km=slot.km)
+            shutil.copytree(slot.workdir, workdir, symlinks=True, dirs_exist_ok=True)
+        finally:
+            slot.close()
+        seconds = time.monotonic() - started
+        return ExecutionResult(nbformat.writes(nb), list(executor.problems), seconds)
+
+    def close(self) -> None:
+        """Stop the spare kernel."""
+        if self.spare is not None:
+            self.spare.close()
+            self.spare = None
+
+    def _take_slot(self, kernel_name: str) -> KernelSlot:
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.kernel_name == kernel_name:
+            return spare
+        if spare is not None:
+            spare.close()
+        return KernelSlot(self.policy, self.config, kernel_name)
+
+
 def execute_notebook(
     notebook_json: str, workdir: str, policy: SandboxPolicy, config: object
 ) -> ExecutionResult:
-    """Run a sanitized notebook with `workdir` as its working folder, under `policy`."""
-    started = time.monotonic()
-    nb = nbformat.reads(notebook_json, as_version=nbformat.NO_CONVERT)
-    with tempfile.TemporaryDirectory(prefix="kernel-") as runtime_dir:
-        km = SandboxedKernelManager(
-            config=config, policy=policy, workdir=workdir, runtime_dir=runtime_dir
-        )
-        executor = GuardedExecute(config=config)
-        executor.preprocess(nb, {"metadata": {"path": workdir}}, km=km)
-        if run_sync(km.is_alive)():
-            run_sync(km.shutdown_kernel)(now=True)
-    return ExecutionResult(nbformat.writes(nb), list(executor.problems), time.monotonic() - started)
+    """Run one sanitized notebook with the files of `workdir`, under `policy`."""
+    return NotebookRunner(policy, config, prefetch=False).run(notebook_json, workdir)

@@ -5,7 +5,8 @@ notebook with nbgrader's preprocessors, hands it to a worker, and saves the exec
 notebook's grades with nbgrader's preprocessors, one notebook at a time (a few tens of
 milliseconds each). The workers only execute notebooks in sandboxed kernels, which is where
 the time goes, and render feedback pages (which only read the gradebook). The workers are
-forked from a server that has imported nbgrader once, so no submission pays for the imports.
+forked from the parent once nbgrader is imported, so no submission pays for the imports, and
+they die with it (even by SIGKILL); each starts its next kernel while the current one runs.
 SQLite then never sees two writers, and the grades are the ones a serial nbgrader would save.
 
 Resume: a submission counts as done once its record exists; the record is written after
@@ -26,13 +27,14 @@ import signal
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Protocol
 
 from traitlets.config import Config
 
 from autograder.course import Course, GradingRecord, Submission
-from autograder.execute import ExecutionResult, execute_notebook
+from autograder.execute import ExecutionResult, NotebookRunner
 from autograder.feedback import feedback_exporter, write_feedback
 from autograder.gradebook import GradebookWriter, NotebookJob, OpenSubmission
 from autograder.sandbox import SandboxPolicy
@@ -64,18 +66,20 @@ class CourseBusy(Exception):
 _worker: dict = {}
 
 
-def _start_worker(root: Path, extra_config: Config, policy: SandboxPolicy) -> None:
-    """Runs once in each worker: die with the parent, open the course."""
+def _start_worker(parent: int, root: Path, extra_config: Config, policy: SandboxPolicy) -> None:
+    """Runs once in each worker: die with the parent (even by SIGKILL), open the course."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     os.environ["NBGRADER_EXECUTION"] = "autograde"
     course = Course(root, extra_config)
-    _worker.update(course=course, policy=policy, exporter=feedback_exporter(course))
+    runner = NotebookRunner(policy, course.config, prefetch=True)
+    Finalize(runner, runner.close, exitpriority=10)
+    _worker.update(course=course, runner=runner, exporter=feedback_exporter(course))
 
 
 def _execute(job: NotebookJob) -> ExecutionResult:
-    return execute_notebook(
-        job.notebook_json, job.workdir, _worker["policy"], _worker["course"].config
-    )
+    return _worker["runner"].run(job.notebook_json, job.workdir)
 
 
 def _feedback(submission: Submission) -> int:
@@ -108,52 +112,59 @@ def grade(
         for assignment in sorted({s.assignment for s in submissions}):
             writer.notebooks_of(assignment)
         todo = [s for s in submissions if options.force or course.read_record(s) is None]
-        listener.started(len(todo), len(submissions) - len(todo))
         if todo:
-            _run_pool(course, writer, deque(todo), options, listener, extra_config or Config())
+            with _start_pool(course, options, extra_config or Config()) as pool:
+                listener.started(len(todo), len(submissions) - len(todo))
+                _run_pool(pool, writer, deque(todo), options, listener)
+        else:
+            listener.started(0, len(submissions))
         writer.remove_staging()
     finally:
         os.close(lock)
     return [record for s in submissions if (record := course.read_record(s)) is not None]
 
 
+def _start_pool(course: Course, options: GradeOptions, extra_config: Config) -> ProcessPoolExecutor:
+    """Fork the workers now, while this process has no other thread (the progress bar's)."""
+    context = multiprocessing.get_context("fork")
+    initargs = (os.getpid(), course.root, extra_config, options.policy)
+    pool = ProcessPoolExecutor(options.jobs, context, _start_worker, initargs)
+    pool.submit(os.getpid).result()  # a fork pool starts all its workers at the first task
+    return pool
+
+
 def _run_pool(
-    course: Course,
+    pool: ProcessPoolExecutor,
     writer: GradebookWriter,
     queue: deque[Submission],
     options: GradeOptions,
     listener: Listener,
-    extra_config: Config,
 ) -> None:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["autograder.pipeline"])
-    initargs = (course.root, extra_config, options.policy)
-    with ProcessPoolExecutor(options.jobs, context, _start_worker, initargs) as pool:
-        running: dict[Future, tuple[OpenSubmission, str | None]] = {}
+    running: dict[Future, tuple[OpenSubmission, str | None]] = {}
 
-        def publish(opened: OpenSubmission) -> None:
-            writer.publish(opened)
-            running[pool.submit(_feedback, opened.submission)] = (opened, None)
+    def publish(opened: OpenSubmission) -> None:
+        writer.publish(opened)
+        running[pool.submit(_feedback, opened.submission)] = (opened, None)
 
-        while queue or running:
-            while queue and len(running) < 2 * options.jobs:
-                opened, jobs = writer.open(queue.popleft(), options.force)
-                for job in jobs:
-                    running[pool.submit(_execute, job)] = (opened, job.notebook)
-                if not jobs:
-                    publish(opened)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                opened, notebook = running.pop(future)
-                error = future.exception()
-                if notebook is None:
-                    if error is not None:
-                        opened.problems.append(f"feedback failed: {error}")
-                    listener.finished(writer.finish(opened))
-                    continue
-                if error is None:
-                    writer.save(opened, notebook, future.result())
-                else:
-                    writer.fail(opened, notebook, f"{type(error).__name__}: {error}")
-                if not opened.pending:
-                    publish(opened)
+    while queue or running:
+        while queue and len(running) < 2 * options.jobs:
+            opened, jobs = writer.open(queue.popleft(), options.force)
+            for job in jobs:
+                running[pool.submit(_execute, job)] = (opened, job.notebook)
+            if not jobs:
+                publish(opened)
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            opened, notebook = running.pop(future)
+            error = future.exception()
+            if notebook is None:
+                if error is not None:
+                    opened.problems.append(f"feedback failed: {error}")
+                listener.finished(writer.finish(opened))
+                continue
+            if error is None:
+                writer.save(opened, notebook, future.result())
+            else:
+                writer.fail(opened, notebook, f"{type(error).__name__}: {error}")
+            if not opened.pending:
+                publish(opened)

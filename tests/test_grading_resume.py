@@ -15,6 +15,22 @@ COMMAND = str(Path(sys.executable).parent / "course-grade")
 STUDENTS = [f"student{number}" for number in range(6)]
 
 
+def wait_until_no_process_works_in(folder: Path, seconds: float = 10) -> bool:
+    """Whether every process whose working folder is `folder` ends within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        working = []
+        for process in Path("/proc").glob("[0-9]*"):
+            try:
+                working.append(process.joinpath("cwd").resolve() == folder)
+            except OSError:
+                continue
+        if not any(working):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_a_killed_run_is_finished_by_the_next_one(tmp_path):
     course = make_course(tmp_path / "course")
     for student in STUDENTS:
@@ -31,6 +47,7 @@ def test_a_killed_run_is_finished_by_the_next_one(tmp_path):
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
+    assert wait_until_no_process_works_in(course.root), "workers outlived the killed command"
     done_before = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
     assert 1 <= len(done_before) < len(STUDENTS)
 

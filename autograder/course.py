@@ -72,6 +72,14 @@ class Course:
             return None
         return GradingRecord(**json.loads(path.read_text()))
 
+    def is_graded(self, submission: Submission) -> bool:
+        """Whether it has a record and was not resubmitted since (a newer timestamp.txt)."""
+        if self.read_record(submission) is None:
+            return False
+        submitted = self.coursedir.get_existing_timestamp(str(self.folder("submitted", submission)))
+        graded = self.coursedir.get_existing_timestamp(str(self.folder("autograded", submission)))
+        return submitted is None or (graded is not None and submitted <= graded)
+
     def write_record(self, record: GradingRecord) -> None:
         """Write a record atomically: a crash leaves either no record or the whole record."""
         path = self.record_path(Submission(record.student, record.assignment))

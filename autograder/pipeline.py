@@ -104,14 +104,14 @@ def grade(
     listener: Listener,
     extra_config: Config | None = None,
 ) -> list[GradingRecord]:
-    """Grade every submission without a record (all of them with `force`); return the records."""
+    """Grade every submission not graded yet (all of them with `force`); return the records."""
     lock = _lock(course)
     try:
         shutil.rmtree(course.state_folder / "staging", ignore_errors=True)
         writer = GradebookWriter(course)
         for assignment in sorted({s.assignment for s in submissions}):
             writer.notebooks_of(assignment)
-        todo = [s for s in submissions if options.force or course.read_record(s) is None]
+        todo = [s for s in submissions if options.force or not course.is_graded(s)]
         if todo:
             with _start_pool(course, options, extra_config or Config()) as pool:
                 listener.started(len(todo), len(submissions) - len(todo))

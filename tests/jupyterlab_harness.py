@@ -271,10 +271,10 @@ class NotebookPage:
         self.lab.menu("Run", "Run Selected Cell and All Below")
         self._wait_until_ran(range(index, self.cells.count()))
 
-    def screenshot(self, path: Path, top: Locator) -> None:
-        """Save a PNG of the notebook panel, scrolled so that `top` is at its top."""
-        top.evaluate("element => element.scrollIntoView({block: 'start'})")
-        expect(top).to_be_in_viewport()
+    def screenshot(self, path: Path, bottom: Locator) -> None:
+        """Save a PNG of the notebook panel scrolled to end at `bottom`: it and the cells above."""
+        bottom.evaluate("element => element.scrollIntoView({block: 'end'})")
+        expect(bottom).to_be_in_viewport(ratio=1)
         self.page.locator(".jp-NotebookPanel:visible").screenshot(path=path, animations="disabled")
 
     def _select(self, index: int) -> None:

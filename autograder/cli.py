@@ -201,8 +201,10 @@ def collect(course: Course, args: argparse.Namespace) -> None:
         unpack_lms_zip(course, args.zip, args.assignment)
 
 
-def write_outputs(course: Course, args: argparse.Namespace, records: list[GradingRecord]) -> None:
+def write_outputs(course: Course, args: argparse.Namespace) -> None:
+    """Export the grades, write the report of the whole course and print its tables."""
     export_grades(course, args.grades)
+    records = [r for s in find_submissions(course) if (r := course.read_record(s)) is not None]
     report = collect_report(course, records)
     write_report_html(report, args.report)
     write_report_csv(report, args.report.with_suffix(".csv"))
@@ -248,10 +250,10 @@ def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
     bar = ProgressBar()
     options = GradeOptions(max(1, args.jobs), args.force, policy)
     try:
-        records = grade(course, submissions, options, bar, extra)
+        grade(course, submissions, options, bar, extra)
     finally:
         bar.stop()
-    write_outputs(course, args, records)
+    write_outputs(course, args)
     return 0
 
 
@@ -270,12 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "collect":
             collect(course, args)
             return 0
-        records = [
-            record
-            for s in find_submissions(course)
-            if (record := course.read_record(s)) is not None
-        ]
-        write_outputs(course, args, records)
+        write_outputs(course, args)
         return 0
     except (GradingError, SubmissionsError, CourseBusy) as error:
         console.print(f"[bold red]error:[/] {error}")

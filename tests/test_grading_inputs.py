@@ -95,3 +95,12 @@ def test_grade_takes_a_zip_and_regrades_a_resubmission(course, tmp_path):
     assert second.returncode == 0, second.stderr
     assert scores(course)["lateuser"] == {"test_add": 2.0, "test_mul": 3.0}
     assert record(course, "lateuser")["problems"] == []
+
+
+def test_report_rewrites_the_exports_from_the_gradebook(course, tmp_path):
+    grades, page = tmp_path / "grades.csv", tmp_path / "report.html"
+    arguments = ["--course-dir", str(course.root), "--grades", str(grades), "--report", str(page)]
+    assert main(["report", *arguments]) == 0
+    assert "hw,,2026-11-21 10:00:00,lateuser,,,,5.0,0.0,5.0,5.0" in grades.read_text()
+    assert "<svg" in page.read_text()
+    assert "test_mul" in page.with_suffix(".csv").read_text()

@@ -75,6 +75,11 @@ def _sql_lines(statements: Sequence[str]) -> list[str]:
     return _bounded([text if count == 1 else f"{count}x {text}" for count, text in collapsed])
 
 
+def _first_transitions(step: Step) -> tuple[list[Transition], int]:
+    """The transitions a view lists, and how many more there are."""
+    return list(step.first_transitions(MAX_ITEMS)), max(step.transition_count - MAX_ITEMS, 0)
+
+
 def _transition_text(transition: Transition) -> str:
     return f"{transition.label}: {transition.before} -> {transition.after}"
 
@@ -261,13 +266,15 @@ def timeline_text(step: Step | None, total: int) -> str:
     """Several lines: the step and its call, its transitions, its SQL."""
     if step is None:
         return "Timeline: no step recorded yet"
-    head = f"Timeline step {step.index + 1} of {total}: {step.call}"
+    head = f"Timeline step {step.index + 1} of {total}: {step.title}"
     if step.events:
         head += " | " + ", ".join(step.events)
     if step.error:
         head += f" | raised {step.error}"
     lines = [head]
-    lines += [f"  {text}" for text in _bounded([_transition_text(t) for t in step.transitions])]
+    shown, more = _first_transitions(step)
+    lines += [f"  {_transition_text(transition)}" for transition in shown]
+    lines += [f"  +{more} more"] if more else []
     lines += [f"  SQL: {text}" for text in _sql_lines(step.sql)]
     return "\n".join(lines)
 
@@ -276,21 +283,21 @@ def timeline_html(step: Step | None, total: int, session: SessionSnapshot | None
     """The step's call, events, transitions, the session panel at that step and its SQL."""
     if step is None:
         return '<div class="sv-step" data-step="0">no step recorded yet</div>'
+    shown, more = _first_transitions(step)
     transitions = "".join(
         f'<li class="sv-transition" data-event="{t.event}"><code>{escape(t.label)}</code>: '
         f'<span style="color:{STATE_COLORS.get(t.before, "#777")}">{t.before}</span> &rarr; '
         f'<span style="color:{STATE_COLORS[t.after]}">{t.after}</span></li>'
-        for t in step.transitions[:MAX_ITEMS]
+        for t in shown
     )
-    if len(step.transitions) > MAX_ITEMS:
-        transitions += f"<li>+{len(step.transitions) - MAX_ITEMS} more</li>"
+    transitions += f"<li>+{more} more</li>" if more else ""
     sql = "".join(f"<li><code>{escape(line)}</code></li>" for line in _sql_lines(step.sql))
     events = ", ".join(step.events) or "-"
     error = f' <span class="sv-error">raised {escape(step.error)}</span>' if step.error else ""
     panel = session_panel_html(session) if session is not None else ""
     return (
         f'<div class="sv-step" data-step="{step.index + 1}" data-call="{escape(step.call)}">'
-        f"<div><b>step {step.index + 1} of {total}: <code>{escape(step.call)}</code></b>{error}"
+        f"<div><b>step {step.index + 1} of {total}: <code>{escape(step.title)}</code></b>{error}"
         f"</div><div>session events: {escape(events)}</div>"
         f'<div>transitions:<ul class="sv-transitions">{transitions or "<li>none</li>"}</ul></div>'
         f'{panel}<div>SQL:<ul class="sv-sql">{sql or "<li>none</li>"}</ul></div></div>'

@@ -6,10 +6,12 @@ safe inside event handlers and on detached objects.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlalchemy.orm import InstanceState
+from sqlalchemy.orm import InstanceState, Mapper
 
 STATES: tuple[str, ...] = ("transient", "pending", "persistent", "deleted", "detached")
 GONE = "gone"  # the object was garbage-collected; the tracker never keeps objects alive
@@ -32,23 +34,11 @@ LIFECYCLE_EVENTS: dict[str, tuple[str, str]] = {
 
 def state_name(insp: InstanceState) -> str:
     """The lifecycle state of an inspected object: one of ``STATES``."""
-    if insp.transient:
-        return "transient"
-    if insp.pending:
-        return "pending"
+    if insp.key is None:
+        return "pending" if insp.pending else "transient"
     if insp.persistent:
         return "persistent"
-    if insp.deleted:
-        return "deleted"
-    return "detached"
-
-
-def format_identity(identity_key: tuple | None) -> str | None:
-    """``(User, (2,))`` for an identity key, or None for an object without one."""
-    if identity_key is None:
-        return None
-    mapped_class, ident = identity_key[0], identity_key[1]
-    return f"({mapped_class.__name__}, {ident!r})"
+    return "deleted" if insp.deleted else "detached"
 
 
 def fallback_label(insp: InstanceState) -> str:
@@ -62,23 +52,33 @@ def safe_label(obj: object, insp: InstanceState) -> str | None:
     """``repr(obj)`` when it cannot trigger a load (nothing expired or unloaded), else None."""
     if insp.expired_attributes:
         return None
-    if insp.key is not None and insp.unloaded & set(insp.mapper.column_attrs.keys()):
+    if insp.key is not None and not _column_keys(insp.mapper) <= insp.dict.keys():
         return None
     return repr(obj)
 
 
-@dataclass(frozen=True)
-class ObjectSnapshot:
-    """One tracked object as it was at the end of a step."""
+@functools.cache
+def _column_keys(mapper: Mapper) -> frozenset[str]:
+    return frozenset(mapper.column_attrs.keys())
+
+
+class ObjectSnapshot(NamedTuple):
+    """One tracked object as it was at the end of a step (a tuple: cheap to make and compare)."""
 
     key: int  # the tracker's own number for the object, in the order it first saw them
     label: str
     state: str  # one of STATES, or GONE
-    identity: str | None = None
+    class_name: str = ""
+    primary_key: tuple | None = None  # from SQLAlchemy's identity key; None without one
     modified: tuple[str, ...] = ()
     expired: tuple[str, ...] = ()
     marked_deleted: bool = False  # in session.deleted: persistent, deleted at the next flush
     session_key: int | None = None  # internal only: never rendered
+
+    @property
+    def identity(self) -> str | None:
+        """The identity key as text: ``(User, (2,))``."""
+        return None if self.primary_key is None else f"({self.class_name}, {self.primary_key!r})"
 
     def categories(self) -> tuple[str, ...]:
         """The session collections this object belongs to (``new``, ``dirty``, ...)."""
@@ -93,24 +93,37 @@ class ObjectSnapshot:
         return ("identity_map",)
 
 
-def take_snapshot(
-    key: int, label: str, insp: InstanceState, marked_deleted: bool
-) -> ObjectSnapshot:
-    """Read an object's state from its ``InstanceState`` (never loads anything)."""
-    return ObjectSnapshot(
-        key=key,
-        label=label,
-        state=state_name(insp),
-        identity=format_identity(insp.key),
-        modified=tuple(sorted(insp.committed_state)),
-        expired=tuple(sorted(insp.expired_attributes)),
-        marked_deleted=marked_deleted,
-        session_key=insp.session_id,
+def read_row(key: int, label: str, insp: InstanceState, marked_deleted: bool) -> tuple:
+    """An ``ObjectSnapshot``'s fields as a plain tuple, read from ``InstanceState`` (no loading).
+
+    The tracker stores rows, not snapshots: the garbage collector stops tracking plain tuples of
+    plain values, so a history of many thousands of them costs it nothing.
+    """
+    identity_key = insp.key
+    return (
+        key,
+        label,
+        state_name(insp),
+        insp.class_.__name__,
+        None if identity_key is None else identity_key[1],
+        tuple(sorted(insp.committed_state)) if insp.committed_state else (),
+        tuple(sorted(insp.expired_attributes)) if insp.expired_attributes else (),
+        marked_deleted,
+        insp.session_id,
     )
 
 
-@dataclass(frozen=True)
-class Transition:
+def gone_row(row: tuple) -> tuple:
+    """The row of a garbage-collected object: its label and identity, state ``gone``."""
+    return (row[0], row[1], GONE, row[3], row[4], (), (), False, None)
+
+
+ROW_STATE, ROW_MODIFIED, ROW_EXPIRED, ROW_SESSION = (
+    ObjectSnapshot._fields.index(name) for name in ("state", "modified", "expired", "session_key")
+)
+
+
+class Transition(NamedTuple):
     """One object-lifecycle event: which object went from which state to which."""
 
     key: int
@@ -128,22 +141,47 @@ class Transition:
 
 @dataclass(frozen=True)
 class Step:
-    """Everything that happened during one public Session call (or one implicit step).
+    """Everything that happened during one public Session call, or a run of the same call.
 
     ``changes`` holds the snapshots of the objects that changed in this step; the tracker
-    rebuilds the full picture at any step with ``objects_at`` and ``session_at``.
+    rebuilds the full picture at any step with ``objects_at`` and ``session_at``. Both are kept
+    as plain tuples (see ``read_row``) and become named tuples when asked for.
     """
 
     index: int
-    call: str  # e.g. "commit()"; an implicit step (results loaded later) has no parentheses
-    transitions: tuple[Transition, ...]
+    call: str  # e.g. "commit()"; a step with no call of its own is named after its first event
+    # the transitions as three columns: object keys, labels, event names
+    transition_columns: tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]
     events: tuple[str, ...]  # session events in order: begin, flush, commit, rollback, close
     sql: tuple[str, ...]
-    changes: tuple[ObjectSnapshot, ...]
+    change_rows: tuple[tuple, ...]
     in_transaction: bool
     error: str | None = None  # the exception class name, if the call raised
     session_key: int | None = None  # internal only: never rendered
+    calls: int = 1  # consecutive identical calls (add(), add(), ...) make one step
 
+    @property
+    def transitions(self) -> tuple[Transition, ...]:
+        """The lifecycle events of this step, in the order they happened."""
+        return tuple(map(Transition, *self.transition_columns))
+
+    def first_transitions(self, count: int) -> tuple[Transition, ...]:
+        """The first ``count`` transitions (a view lists a few of a step's thousands)."""
+        return tuple(map(Transition, *(column[:count] for column in self.transition_columns)))
+
+    @property
+    def transition_count(self) -> int:
+        return len(self.transition_columns[0])
+
+    @property
+    def changes(self) -> tuple[ObjectSnapshot, ...]:
+        """The objects whose snapshot changed in this step, in tracker order."""
+        return tuple(map(ObjectSnapshot._make, self.change_rows))
+
+    @property
+    def title(self) -> str:
+        """The call, with the number of calls when several made the step: ``add() x3``."""
+        return self.call if self.calls == 1 else f"{self.call} x{self.calls}"
 
 @dataclass(frozen=True)
 class SessionSnapshot:

@@ -1,43 +1,49 @@
 """Record every state transition of every object of a Session, step by step.
 
-A *step* is one public Session call (``add()``, ``commit()``, ``close()``...). The tracker wraps
-those calls on the target's sessions only (the Session instance, or the private subclass a
-``sessionmaker`` creates for itself), listens to SQLAlchemy's object-lifecycle and session events
-and to the engine's ``before_cursor_execute``, and at the end of each call appends a ``Step`` to its
-history. Results loaded after ``execute()``/``scalars()`` returned (rows are turned into objects
-lazily, while the result is read) belong to that step: it stays open until the next call in that
-thread, the end of the transaction, or until someone reads the tracker.
+A *step* is one public Session call (``add()``, ``commit()``, ``close()``...), or a run of the same
+call that emits no SQL (a loop of ``add()``). The tracker wraps those calls on the target's sessions
+only (the Session instance, or the private subclass a ``sessionmaker`` makes for itself), listens
+to SQLAlchemy's ten object-lifecycle events, to the session events (begin, flush, commit,
+rollback) and to the engine's ``before_cursor_execute``, and when a call returns it appends a
+``Step`` to its history. Rows that ``execute()``/``scalars()`` turn into objects only while the
+result is read belong to that call's step: it stays open until the next call in that thread, the
+end of the transaction, or until someone reads the tracker (``settle()``).
 
-The tracker never loads an attribute in an event handler (it reads ``inspect(obj)`` only), holds
-objects weakly, keeps per-thread bookkeeping in ``threading.local`` and guards its history with a
-lock. It knows nothing of widgets: they call ``subscribe`` and read ``history``.
+Event handlers never load an attribute (they read ``InstanceState`` only); objects are held
+weakly; per-thread bookkeeping lives in ``threading.local`` and the history behind a lock. The
+tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
 """
 
 from __future__ import annotations
 
-import bisect
 import functools
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm.attributes import instance_state
 
 from session_visualizer.snapshot import (
     GONE,
     LIFECYCLE_EVENTS,
+    ROW_EXPIRED,
+    ROW_MODIFIED,
+    ROW_SESSION,
+    ROW_STATE,
     ObjectSnapshot,
     SessionSnapshot,
     Step,
     Transition,
     fallback_label,
+    gone_row,
+    read_row,
     safe_label,
     state_name,
-    take_snapshot,
 )
 
 # The public Session methods that make a step.
@@ -48,47 +54,74 @@ TRACKED_CALLS = (
 )
 # Calls that return a result whose rows become objects only when the result is read.
 RESULT_CALLS = frozenset({"execute", "scalars"})
+# Calls that emit no SQL: a run of the same one (a loop of add()) makes a single step.
+MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
 # Calls that may change every object of the session without a lifecycle event (expiry).
+WHOLE_SESSION_CALLS = frozenset({"commit", "rollback", "expire", "expire_all", "refresh", "merge"})
 # Session events that can happen outside any call (the end of a ``with session.begin():`` block).
 SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
-WHOLE_SESSION_CALLS = frozenset({"commit", "rollback", "expire", "expire_all", "refresh", "merge"})
+# At most this many objects per step get a repr() label: views list only the first few.
+LABEL_BUDGET = 64
 
-Listener = Callable[[Step], None]
+Listener = Callable[[Step | None], None]
 
 
-@dataclass(eq=False)
-class _Record:
-    """What the tracker knows about one object: a weak reference and its snapshots."""
+class _Record(weakref.ref):
+    """What the tracker knows about one object: a weak reference to it (calling the record gives
+    the object, or None once it is collected), its label and its last snapshot row."""
 
-    key: int
-    ref: weakref.ref
-    label: str
-    fixed_label: bool = False
-    last_transition: tuple[Transition, str] | None = None  # and the call it happened in
-    versions: list[tuple[int, ObjectSnapshot]] = field(default_factory=list)
+    __slots__ = (
+        "key", "object_id", "records", "label", "fixed_label", "settled_label", "latest",
+        "last_step", "last_position",
+    )
 
-    @property
-    def latest(self) -> ObjectSnapshot | None:
-        return self.versions[-1][1] if self.versions else None
+    def __new__(cls, obj: object, key: int, records: dict[int, _Record]) -> _Record:
+        return super().__new__(cls, obj, _forget)
 
-    def at(self, index: int) -> ObjectSnapshot | None:
-        """The snapshot valid after step ``index`` (None if the object was not known yet)."""
-        position = bisect.bisect_right(self.versions, index, key=lambda version: version[0])
-        return self.versions[position - 1][1] if position else None
+    def __init__(self, obj: object, key: int, records: dict[int, _Record]) -> None:
+        super().__init__(obj, _forget)
+        self.key, self.object_id, self.records = key, id(obj), records
+        self.label = fallback_label(instance_state(obj))
+        self.fixed_label = False  # given to watch(): never replaced
+        self.settled_label = False  # a repr(); False while it is the class-and-identity fallback
+        self.latest: tuple | None = None  # the last snapshot row (earlier ones: in the steps)
+        self.last_step = -1  # its last lifecycle transition: step index, position in that step
+        self.last_position = 0
 
 
 @dataclass(eq=False)
 class _StepBuilder:
     """The step being recorded in one thread."""
 
-    call: str | None  # None: an implicit step, named after its first event
+    call: str  # "add()", or for a step outside any call the name of its first event
     session: Session | None
-    lingering: bool = False  # the call returned but its result may still load objects
-    transitions: list[tuple[_Record, str]] = field(default_factory=list)  # (object, event)
+    name: str | None = None  # the Session method, None outside any call
+    calls: int = 0
+    lingering: bool = False  # the call returned; rows still to load or more calls may join
+    # the lifecycle events so far: which object, which event
+    transition_records: list[_Record] = field(default_factory=list)
+    transition_events: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     sql: list[str] = field(default_factory=list)
     touched: dict[int, _Record] = field(default_factory=dict)
     error: str | None = None
+
+    def joins(self, name: str, session: Session) -> bool:
+        """Whether a new call of ``name`` continues this step (add(), add(), ...)."""
+        return (
+            self.name == name and name in MERGEABLE_CALLS and self.session is session
+            and not self.sql and not self.events and self.error is None
+        )
+
+    def accepts(self, event_name: str) -> bool:
+        """Whether an event outside any call belongs to this step rather than to a new one.
+
+        Rows an ``execute()`` result turns into objects later belong to it; a session event
+        (the commit at the end of ``with session.begin():``) does not.
+        """
+        if self.name in MERGEABLE_CALLS:
+            return False
+        return event_name not in SESSION_EVENTS or self.call in SESSION_EVENTS
 
     def mark(self, name: str) -> None:
         if not self.events or self.events[-1] != name:
@@ -100,7 +133,8 @@ class _SessionMembers:
     """The tracked objects currently in one session, and those that may change silently."""
 
     members: set[int] = field(default_factory=set)
-    flagged: set[int] = field(default_factory=set)  # modified or expired: re-read every step
+    # persistent objects with modified or expired attributes: re-read at every step
+    flagged: set[int] = field(default_factory=set)
     in_transaction: bool = False
 
 
@@ -112,21 +146,22 @@ class SessionTracker:
         self._local = threading.local()
         self._history: list[Step] = []
         self._records: dict[int, _Record] = {}  # by id(obj), only while the object lives
-        self._all_records: list[_Record] = []
+        self._all_records: list[_Record] = []  # by tracker key
         self._sessions: dict[int, _SessionMembers] = {}
         self._listeners: list[Listener] = []
         self._engines: set[Engine] = set()
         self._event_target, self._method_owner = _resolve_target(target)
         self._wrapped: dict[str, Any] = {}
-        self._handler_cache: dict[str, Callable[..., None]] = {}
-        self._attached = True
-        self._listen()
+        self._handlers = self._make_handlers()
+        for name, handler in self._handlers:
+            event.listen(self._event_target, name, handler)
         self._wrap_calls()
+        self._attached = True
         if isinstance(target, Session):
             for obj in list(target.new) + list(target.identity_map.values()):
                 self.watch(obj)
 
-    # ----------------------------------------------------------------- public API
+    # ----------------------------------------------------------------- reading
     @property
     def history(self) -> list[Step]:
         """The recorded steps, oldest first."""
@@ -146,82 +181,89 @@ class SessionTracker:
             return self._history[index]
 
     def state_of(self, obj: object) -> str:
-        """The object's state at the last step (one of ``STATES``)."""
+        """The object's state after the last step (one of ``STATES``)."""
         self.settle()
         record = self._record_of(obj)
         if record is None or record.latest is None:
             return state_name(inspect(obj))
-        return record.latest.state
+        return record.latest[ROW_STATE]
 
     def watch(self, obj: object, label: str | None = None) -> ObjectSnapshot:
-        """Track ``obj`` from now on (even while transient) and return its current snapshot."""
+        """Track ``obj`` from now on (even while transient) and return its current snapshot.
+
+        ``label`` names it in every view; by default its ``repr()``, read whenever that cannot
+        load an attribute.
+        """
+        self.settle()
         insp = inspect(obj)
+        record = self._record_for(obj)
         with self._lock:
-            record = self._record_for(obj, insp)
             if label is not None:
                 record.label, record.fixed_label = label, True
-            elif not record.fixed_label:
-                record.label = safe_label(obj, insp) or record.label
-            snapshot = self._snapshot(record, deleted_ids=_deleted_ids(insp.session))
-            if snapshot != record.latest:
-                self._apply(record, snapshot, len(self._history) - 1)
-            return snapshot
+            else:
+                _relabel([record])
+            row = self._read(record, _deleted_ids(insp.session))
+            if row != record.latest:
+                self._apply(record, row)
+            return ObjectSnapshot._make(row)
 
-    def latest(self, obj: object) -> ObjectSnapshot:
-        """The object's snapshot at the last step (``watch``-ing it if it is not tracked yet)."""
-        self.settle()
-        record = self._record_of(obj)
-        if record is None or record.latest is None:
-            return self.watch(obj)
-        return record.latest
-
-    def snapshot_of(self, key: int, index: int | None = None) -> ObjectSnapshot | None:
-        """An object's snapshot (by its tracker key) after step ``index`` (default: the last)."""
+    def snapshot_of(self, key: int) -> ObjectSnapshot:
+        """An object's latest snapshot, by its tracker key (state ``gone`` once collected)."""
         with self._lock:
             record = self._all_records[key]
-            if index is not None:
-                return record.at(index)
-            latest = record.latest
-            return _gone(latest) if latest is not None and record.ref() is None else latest
-
-    def objects_at(self, index: int) -> list[ObjectSnapshot]:
-        """Every tracked object's snapshot after step ``index``, in tracker order."""
-        with self._lock:
-            found = (record.at(index) for record in self._all_records)
-            return [snapshot for snapshot in found if snapshot is not None]
-
-    def session_at(self, index: int, session: Session | None = None) -> SessionSnapshot:
-        """The session's collections after step ``index`` (default session: that of the step)."""
-        with self._lock:
-            step = self._history[index] if self._history else None
-            session_key = session.hash_key if session is not None else getattr(
-                step, "session_key", None
-            )
-            objects = [snap for snap in self.objects_at(index) if snap.session_key == session_key]
-            last_for_session = next(
-                (s for s in reversed(self._history[: index + 1]) if s.session_key == session_key),
-                None,
-            )
-            in_transaction = bool(last_for_session and last_for_session.in_transaction)
-            return SessionSnapshot.from_objects(objects, in_transaction)
-
-    def current_session(self, session: Session) -> SessionSnapshot:
-        """The session's collections after the last step."""
-        self.settle()
-        with self._lock:
-            members = self._sessions.get(session.hash_key, _SessionMembers())
-            objects = (self._all_records[key].latest for key in members.members)
-            return SessionSnapshot.from_objects(
-                (snap for snap in objects if snap is not None), members.in_transaction
-            )
+            row = record.latest or (key, record.label, GONE, "", None, (), (), False, None)
+            return ObjectSnapshot._make(gone_row(row) if record() is None else row)
 
     def last_transition(self, key: int) -> tuple[Transition, str] | None:
         """An object's (by tracker key) last lifecycle transition and the call it happened in."""
         with self._lock:
-            return self._all_records[key].last_transition
+            record = self._all_records[key]
+            if record.last_step < 0:
+                return None
+            step = self._history[record.last_step]
+        keys, labels, events = step.transition_columns
+        position = record.last_position
+        return Transition(keys[position], labels[position], events[position]), step.call
 
+    def objects_at(self, index: int) -> list[ObjectSnapshot]:
+        """Every object's snapshot after step ``index`` (those known by then), in tracker order."""
+        with self._lock:
+            found: dict[int, tuple] = {}
+            for step in self._history[: index + 1]:
+                for row in step.change_rows:
+                    found[row[0]] = row
+        return [ObjectSnapshot._make(found[key]) for key in sorted(found)]
+
+    def session_at(self, index: int) -> SessionSnapshot:
+        """The collections of step ``index``'s session just after that step."""
+        with self._lock:
+            step = self._history[index]
+            if index == len(self._history) - 1:  # the latest: no need to replay the history
+                return self._current(step.session_key)
+            objects = [snap for snap in self.objects_at(index)
+                       if snap.session_key == step.session_key]
+        return SessionSnapshot.from_objects(objects, step.in_transaction)
+
+    def current_session(self, session: Session) -> SessionSnapshot:
+        """The session's collections after the last step."""
+        self.settle()
+        return self._current(session.hash_key)
+
+    def _current(self, session_key: int | None) -> SessionSnapshot:
+        with self._lock:
+            members = self._sessions.get(session_key, _SessionMembers())
+            records = (self._all_records[key] for key in members.members)
+            rows = [record.latest for record in records if record() is not None]
+        return SessionSnapshot.from_objects(map(ObjectSnapshot._make, rows),
+                                            members.in_transaction)
+
+    # ----------------------------------------------------------------- listening
     def subscribe(self, listener: Listener) -> None:
-        """Call ``listener(step)`` after every new step (from the thread that made the step)."""
+        """Call ``listener(step)`` after every new step, in the thread that made it.
+
+        ``listener(None)`` means a step has begun that stays open after its call returned (rows
+        still to load, or more calls of the same kind may join it): ``settle()`` closes it.
+        """
         with self._lock:
             self._listeners.append(listener)
 
@@ -232,9 +274,8 @@ class SessionTracker:
                 self._listeners.remove(listener)
 
     def settle(self) -> None:
-        """Close this thread's step if its call has returned (results read since then included)."""
-        builder = getattr(self._local, "builder", None)
-        if builder is not None and getattr(self._local, "depth", 0) == 0:
+        """Close this thread's open step, if no call is running in this thread."""
+        if getattr(self._local, "builder", None) is not None and self._depth() == 0:
             self._finish()
 
     def detach(self) -> None:
@@ -243,7 +284,7 @@ class SessionTracker:
             return
         self.settle()
         self._attached = False
-        for name, handler in self._handlers():
+        for name, handler in self._handlers:
             event.remove(self._event_target, name, handler)
         for engine in self._engines:
             event.remove(engine, "before_cursor_execute", self._on_sql)
@@ -256,9 +297,9 @@ class SessionTracker:
         self._wrapped.clear()
 
     # ----------------------------------------------------------------- attaching
-    def _handlers(self) -> list[tuple[str, Callable[..., None]]]:
+    def _make_handlers(self) -> list[tuple[str, Callable[..., None]]]:
         handlers = [(name, self._lifecycle_handler(name)) for name in LIFECYCLE_EVENTS]
-        handlers += [
+        return handlers + [
             ("after_begin", self._on_begin),
             ("after_flush", self._on_flush),
             ("after_flush_postexec", self._on_flush_postexec),
@@ -266,19 +307,26 @@ class SessionTracker:
             ("after_soft_rollback", self._on_rollback),
             ("after_transaction_end", self._on_transaction_end),
         ]
-        return handlers
-
-    def _listen(self) -> None:
-        for name, handler in self._handlers():
-            event.listen(self._event_target, name, handler)
 
     def _lifecycle_handler(self, name: str) -> Callable[[Session, object], None]:
-        if name not in self._handler_cache:
-            def handler(session: Session, obj: object) -> None:
-                self._on_transition(session, obj, name)
+        """The handler of one lifecycle event: it runs once per object, so it is kept short."""
+        records = self._records
+        step_name = "load" if name == "loaded_as_persistent" else name
 
-            self._handler_cache[name] = handler
-        return self._handler_cache[name]
+        local = self._local
+
+        def handler(session: Session, obj: object) -> None:
+            record = records.get(id(obj))
+            if record is None or record() is not obj:
+                record = self._record_for(obj)
+            builder = getattr(local, "builder", None)
+            if builder is None or not getattr(local, "depth", 0):
+                builder = self._builder(session, step_name)
+            builder.transition_records.append(record)
+            builder.transition_events.append(name)
+            builder.touched[record.key] = record
+
+        return handler
 
     def _wrap_calls(self) -> None:
         owner = self._method_owner
@@ -287,65 +335,63 @@ class SessionTracker:
             setattr(owner, name, self._wrapper(name, getattr(owner, name)))
 
     def _wrapper(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` recorded as a step when it is the outermost tracked call of its thread."""
         bound = not isinstance(self._method_owner, type)
+
+        local = self._local
+        lingers = name in RESULT_CALLS | MERGEABLE_CALLS
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
+            if getattr(local, "depth", 0):  # a call inside another tracked call
+                return method(*args, **kwargs)
             session = self._method_owner if bound else args[0]
-            local = self._local
-            depth = getattr(local, "depth", 0)
-            if depth == 0:
-                if getattr(local, "builder", None) is not None:
+            builder = getattr(local, "builder", None)
+            if builder is None or not builder.joins(name, session):
+                if builder is not None:
                     self._finish()
-                local.builder = _StepBuilder(call=f"{name}()", session=session)
-            local.depth = depth + 1
+                builder = _StepBuilder(call=f"{name}()", session=session, name=name)
+                local.builder = builder
+            builder.calls += 1
+            local.depth = 1
             try:
                 return method(*args, **kwargs)
             except BaseException as exc:
-                if depth == 0:
-                    local.builder.error = type(exc).__name__
+                builder.error = type(exc).__name__
                 raise
             finally:
-                local.depth = depth
-                if depth == 0:
-                    if name in ("close", "reset"):
-                        local.builder.mark("close")
-                    if name in RESULT_CALLS:
-                        local.builder.lingering = True
-                    else:
-                        self._finish()
+                local.depth = 0
+                if not (lingers and builder.lingering and builder.error is None):
+                    self._end_call(builder, name)
 
         return call
 
+    def _end_call(self, builder: _StepBuilder, name: str) -> None:
+        """Close the step, or keep it open for rows still to load or the same call again."""
+        if name in ("close", "reset"):
+            builder.mark("close")
+        if builder.error is None and name in RESULT_CALLS | MERGEABLE_CALLS:
+            if not builder.lingering:
+                builder.lingering = True
+                self._notify(None)
+        elif self._local.builder is builder:
+            self._finish()
+
+    def _depth(self) -> int:
+        return getattr(self._local, "depth", 0)
+
     # ----------------------------------------------------------------- event handlers
     def _builder(self, session: Session | None, first_event: str) -> _StepBuilder:
-        """This thread's open step; outside any call, an implicit step named ``first_event``.
-
-        A session event (begin, flush, commit, rollback) outside any call does not belong to the
-        result a returned ``execute()`` is still loading: it starts a step of its own.
-        """
+        """This thread's open step; outside any call, maybe a new step named ``first_event``."""
         local = self._local
         builder = getattr(local, "builder", None)
-        outside_call = getattr(local, "depth", 0) == 0
-        if builder is not None and outside_call and first_event in SESSION_EVENTS and (
-            builder.call not in SESSION_EVENTS
-        ):
+        if builder is not None and self._depth() == 0 and not builder.accepts(first_event):
             self._finish()
             builder = None
         if builder is None:
             builder = _StepBuilder(call=first_event, session=session, lingering=True)
             local.builder = builder
-        elif builder.session is None:
-            builder.session = session
         return builder
-
-    def _on_transition(self, session: Session, obj: object, name: str) -> None:
-        insp = inspect(obj)
-        with self._lock:
-            record = self._record_for(obj, insp)
-        builder = self._builder(session, "load" if name == "loaded_as_persistent" else name)
-        builder.transitions.append((record, name))
-        builder.touched[record.key] = record
 
     def _on_begin(self, session: Session, transaction: Any, connection: Any) -> None:
         engine = connection.engine
@@ -361,21 +407,18 @@ class SessionTracker:
             builder.sql.append(statement)
 
     def _on_flush(self, session: Session, flush_context: Any) -> None:
+        """Remember the objects this flush updates or deletes (they have no lifecycle event)."""
         builder = self._builder(session, "flush")
         builder.mark("flush")
-        with self._lock:
-            for obj in list(session.dirty) + list(session.deleted):
-                record = self._record_of(obj)
-                if record is not None:
-                    builder.touched[record.key] = record
+        for obj in list(session.dirty) + list(session.deleted):
+            record = self._record_of(obj)
+            if record is not None:
+                builder.touched[record.key] = record
 
     def _on_flush_postexec(self, session: Session, flush_context: Any) -> None:
         """Label flushed objects now: their ids are known and a commit has not expired them yet."""
         builder = self._builder(session, "flush")
-        for record in builder.touched.values():
-            obj = record.ref()
-            if obj is not None and not record.fixed_label:
-                record.label = safe_label(obj, inspect(obj)) or record.label
+        _relabel(sorted(builder.touched.values(), key=_record_key), identity_changed=True)
 
     def _on_commit(self, session: Session) -> None:
         self._builder(session, "commit").mark("commit")
@@ -384,113 +427,117 @@ class SessionTracker:
         self._builder(session, "rollback").mark("rollback")
 
     def _on_transaction_end(self, session: Session, transaction: Any) -> None:
-        """An implicit step (e.g. the commit at the end of ``with session.begin():``) ends here."""
-        local = self._local
-        outside_call = getattr(local, "depth", 0) == 0
-        if transaction.parent is None and outside_call and getattr(local, "builder", None):
-            self._finish()
+        """A step outside any call (the commit ending ``with session.begin():``) ends here."""
+        if transaction.parent is None:
+            self.settle()
 
     # ----------------------------------------------------------------- records and steps
     def _record_of(self, obj: object) -> _Record | None:
         record = self._records.get(id(obj))
-        return record if record is not None and record.ref() is obj else None
+        return record if record is not None and record() is obj else None
 
-    def _record_for(self, obj: object, insp: Any) -> _Record:
-        """The record of ``obj``, created on first sight (call with the lock held)."""
-        record = self._record_of(obj)
-        if record is None:
-            key = len(self._all_records)
-            object_id = id(obj)
+    def _record_for(self, obj: object) -> _Record:
+        """The record of ``obj``, created on first sight; its repr label comes with its step."""
+        with self._lock:
+            record = self._record_of(obj)
+            if record is None:
+                record = _Record(obj, len(self._all_records), self._records)
+                self._records[record.object_id] = record
+                self._all_records.append(record)
+            return record
 
-            def forget(_ref: weakref.ref, object_id: int = object_id, key: int = key) -> None:
-                current = self._records.get(object_id)
-                if current is not None and current.key == key:
-                    del self._records[object_id]
-
-            label = safe_label(obj, insp) or fallback_label(insp)
-            record = _Record(key=key, ref=weakref.ref(obj, forget), label=label)
-            self._records[object_id] = record
-            self._all_records.append(record)
-        return record
-
-    def _snapshot(self, record: _Record, deleted_ids: set[int]) -> ObjectSnapshot:
-        obj = record.ref()
+    def _read(self, record: _Record, deleted_ids: set[int]) -> tuple:
+        obj = record()
         if obj is None:
-            return _gone(record.latest or ObjectSnapshot(record.key, record.label, GONE))
-        insp = inspect(obj)
-        if not record.fixed_label:
-            record.label = safe_label(obj, insp) or record.label
-        return take_snapshot(record.key, record.label, insp, id(obj) in deleted_ids)
+            return gone_row(record.latest or (record.key, record.label, GONE, "", None))
+        return read_row(record.key, record.label, instance_state(obj), id(obj) in deleted_ids)
 
-    def _apply(self, record: _Record, snapshot: ObjectSnapshot, index: int) -> None:
-        """Store a new snapshot and keep the per-session membership up to date."""
+    def _apply(self, record: _Record, row: tuple) -> None:
+        """Store a record's new row and keep the per-session membership up to date."""
         previous = record.latest
-        if previous is not None and previous.session_key is not None:
-            members = self._sessions.get(previous.session_key)
-            if members is not None:
-                members.members.discard(record.key)
-                members.flagged.discard(record.key)
-        if snapshot.session_key is not None:
-            members = self._sessions.setdefault(snapshot.session_key, _SessionMembers())
-            members.members.add(record.key)
-            if snapshot.modified or snapshot.expired:
+        old_session = None if previous is None else previous[ROW_SESSION]
+        new_session = row[ROW_SESSION]
+        if old_session is not None and old_session != new_session:
+            members = self._sessions[old_session]
+            members.members.discard(record.key)
+            members.flagged.discard(record.key)
+        if new_session is not None:
+            members = self._sessions.get(new_session) or self._sessions.setdefault(
+                new_session, _SessionMembers()
+            )
+            if old_session != new_session:
+                members.members.add(record.key)
+            if row[ROW_STATE] == "persistent" and (row[ROW_MODIFIED] or row[ROW_EXPIRED]):
                 members.flagged.add(record.key)
-        record.versions.append((index, snapshot))
+            else:
+                members.flagged.discard(record.key)
+        record.latest = row
+
+    def _candidates(self, builder: _StepBuilder, members: _SessionMembers) -> list[_Record]:
+        """The records whose row may have changed in this step, in tracker order."""
+        candidates = dict(builder.touched)
+        whole_session = builder.call.rstrip("()") in WHOLE_SESSION_CALLS
+        keys = members.members if whole_session else members.flagged
+        candidates.update((key, self._all_records[key]) for key in keys)
+        session = builder.session
+        if session is not None:
+            for obj in list(session.dirty) + list(session.deleted):
+                record = self._record_of(obj)
+                if record is not None:
+                    candidates[record.key] = record
+        return [candidates[key] for key in sorted(candidates)]
 
     def _finish(self) -> None:
-        """Close this thread's step: snapshot what changed, append it, notify listeners."""
+        """Close this thread's step: read what changed, append the step, notify listeners."""
         builder: _StepBuilder = self._local.builder
         self._local.builder = None
         session = builder.session
+        session_key = None if session is None else session.hash_key
         with self._lock:
-            candidates = dict(builder.touched)
-            session_key = session.hash_key if session is not None else None
-            members = self._sessions.get(session_key) if session_key is not None else None
-            if members is not None:
-                keys = members.members if builder.call.rstrip("()") in WHOLE_SESSION_CALLS else (
-                    members.flagged
-                )
-                candidates.update((key, self._all_records[key]) for key in keys)
-            if session is not None:
-                for obj in list(session.dirty) + list(session.deleted):
-                    record = self._record_of(obj)
-                    if record is not None:
-                        candidates[record.key] = record
+            members = (
+                _SessionMembers() if session_key is None
+                else self._sessions.setdefault(session_key, _SessionMembers())
+            )
+            candidates = self._candidates(builder, members)
+            _relabel([record for record in candidates if not record.settled_label])
             deleted_ids = _deleted_ids(session)
-            index = len(self._history)
             changes = []
-            for key in sorted(candidates):
-                record = candidates[key]
-                snapshot = self._snapshot(record, deleted_ids)
-                if snapshot != record.latest:
-                    changes.append(snapshot)
-                    self._apply(record, snapshot, index)
-            in_transaction = session.in_transaction() if session is not None else False
-            if members is None and session_key is not None:
-                members = self._sessions.setdefault(session_key, _SessionMembers())
-            changed_transaction = members is not None and members.in_transaction != in_transaction
-            if members is not None:
-                members.in_transaction = in_transaction
-            if not (builder.transitions or builder.events or builder.sql or changes
+            for record in candidates:
+                row = self._read(record, deleted_ids)
+                if row != record.latest:
+                    changes.append(row)
+                    self._apply(record, row)
+            in_transaction = session is not None and session.in_transaction()
+            changed_transaction = members.in_transaction != in_transaction
+            members.in_transaction = in_transaction
+            if not (builder.transition_events or builder.events or builder.sql or changes
                     or changed_transaction or builder.error):
                 return
+            records = builder.transition_records
+            transitions = (
+                tuple([record.key for record in records]),
+                tuple([record.label for record in records]),
+                tuple(builder.transition_events),
+            )
             step = Step(
-                index=index,
+                index=len(self._history),
                 call=builder.call,
-                transitions=tuple(
-                    Transition(record.key, record.label, name)
-                    for record, name in builder.transitions
-                ),
+                transition_columns=transitions,
                 events=tuple(builder.events),
                 sql=tuple(builder.sql),
-                changes=tuple(changes),
+                change_rows=tuple(changes),
                 in_transaction=in_transaction,
                 error=builder.error,
                 session_key=session_key,
+                calls=max(builder.calls, 1),
             )
             self._history.append(step)
-            for transition in step.transitions:
-                self._all_records[transition.key].last_transition = (transition, step.call)
+            for position, record in enumerate(records):
+                record.last_step, record.last_position = step.index, position
+        self._notify(step)
+
+    def _notify(self, step: Step | None) -> None:
+        with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(step)
@@ -503,8 +550,38 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _gone(snapshot: ObjectSnapshot) -> ObjectSnapshot:
-    return ObjectSnapshot(snapshot.key, snapshot.label, GONE, identity=snapshot.identity)
+def _forget(record: _Record) -> None:
+    """The object was garbage-collected: its id may now be reused by another object."""
+    if record.records.get(record.object_id) is record:
+        del record.records[record.object_id]
+
+
+def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None:
+    """Label objects by their repr when that cannot load anything; keep fixed labels.
+
+    ``repr()`` runs for at most ``LABEL_BUDGET`` objects per call, in the order given (tracker
+    order: the objects views list first). The others keep their class-and-identity label, which
+    is renewed only when ``identity_changed`` (a flush gave them their primary keys).
+    """
+    budget = LABEL_BUDGET
+    for record in records:
+        if not budget and not identity_changed:
+            return
+        obj = record()
+        if record.fixed_label or obj is None:
+            continue
+        insp = instance_state(obj)
+        label = safe_label(obj, insp) if budget else None
+        if label is not None:
+            record.label, record.settled_label = label, True
+            budget -= 1
+        elif not budget or not record.settled_label:
+            record.label, record.settled_label = fallback_label(insp), False
+        # else: a repr would load expired attributes now; the last repr stays
+
+
+def _record_key(record: _Record) -> int:
+    return record.key
 
 
 def _deleted_ids(session: Session | None) -> set[int]:

@@ -61,7 +61,7 @@ class _LiveView(widgets.VBox):
     def _update(self) -> None:
         raise NotImplementedError
 
-    def _on_step(self, step: Step) -> None:
+    def _on_step(self, step: Step | None) -> None:
         if self._loop is None:
             self.refresh()
             return
@@ -99,7 +99,7 @@ def _weak_listener(view: _LiveView) -> Any:
     """A tracker listener that does not keep the widget alive."""
     ref = weakref.ref(view)
 
-    def listener(step: Step) -> None:
+    def listener(step: Step | None) -> None:
         alive = ref()
         if alive is not None:
             alive._on_step(step)
@@ -119,9 +119,9 @@ class ObjectCard(_LiveView):
     marked_deleted = Bool(False)
 
     def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        self._key = tracker.watch(obj, label).key
         self._body = widgets.HTML()
         super().__init__(tracker, [self._body])
+        self._key = tracker.watch(obj, label).key
         self.refresh()
 
     def _update(self) -> None:
@@ -174,9 +174,9 @@ class StateDiagram(_LiveView):
     last_call = Unicode(None, allow_none=True, help="the call it happened in, e.g. commit()")
 
     def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        self._key = tracker.watch(obj, label).key
         self._body = widgets.HTML()
         super().__init__(tracker, [self._body])
+        self._key = tracker.watch(obj, label).key
         self.refresh()
 
     def _update(self) -> None:
@@ -240,7 +240,7 @@ class Timeline(_LiveView):
         self._body.value = render.timeline_html(step, self.total, session)
 
     def static_html(self) -> str:
-        calls = [step.call for step in self._tracker.history[:MAX_LISTED_STEPS]]
+        calls = [step.title for step in self._tracker.history[:MAX_LISTED_STEPS]]
         items = "".join(
             f'<li class="sv-listed-step{" sv-current" if number == self.step else ""}">'
             f"{escape(call)}</li>"

@@ -1,0 +1,135 @@
+"""What the session visualizer costs: a 10,000-object workload with and without it, in one run.
+
+The workload: add 10,000 new objects one ``add()`` at a time, ``commit()``, load them all back with
+``select()``, ``close()``. "With" attaches a SessionTracker to the sessionmaker and shows an
+ObjectCard, a StateDiagram, a SessionPanel and a Timeline, all live. Like a Jupyter kernel, which
+runs each cell inside its event loop, the workload runs as one coroutine; the widgets refresh when
+it yields. Times are CPU times of this process (other processes on the machine do not count),
+the best of several alternating rounds. Widget messages are counted at ``Widget._send``, the one
+place ipywidgets sends a state update to the front end, for 10 objects and for 10,000.
+
+Run: .venv/bin/python benchmarks/visualizer_overhead.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from unittest import mock
+
+import ipywidgets
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from session_visualizer import ObjectCard, SessionPanel, SessionTracker, StateDiagram, Timeline
+
+OBJECTS = 10_000
+ROUNDS = 7
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30))
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, name={self.name!r})"
+
+
+def fresh_factory() -> sessionmaker:
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine)
+
+
+def workload(factory: sessionmaker, count: int, show: Callable | None = None) -> list[User]:
+    """add() each object, commit(), load them all with a select, close(); return the objects."""
+    session = factory()
+    users = [User(name=f"user {number}") for number in range(count)]
+    if show is not None:
+        show(session, users[0])
+    for user in users:
+        session.add(user)
+    session.commit()
+    loaded = session.scalars(select(User)).all()
+    assert len(loaded) == count
+    session.close()
+    return users
+
+
+async def run_plain(count: int) -> float:
+    """The workload alone, and its CPU time."""
+    factory = fresh_factory()
+    gc.collect()
+    start = time.process_time()
+    workload(factory, count)
+    await asyncio.sleep(0)
+    return time.process_time() - start
+
+
+async def run_visualized(count: int) -> tuple[float, list[ipywidgets.Widget]]:
+    """The workload with a tracker and the four widgets attached, and its time."""
+    factory = fresh_factory()
+    shown: list[ipywidgets.Widget] = []
+    gc.collect()
+    start = time.process_time()
+    tracker = SessionTracker(factory)
+
+    def show(session, user) -> None:
+        shown.extend([ObjectCard(tracker, user), StateDiagram(tracker, user),
+                      SessionPanel(tracker, session), Timeline(tracker)])
+
+    users = workload(factory, count, show)
+    await asyncio.sleep(0)  # the kernel's loop runs the widgets' refresh after the cell
+    elapsed = time.process_time() - start
+    tracker.detach()
+    del users
+    return elapsed, shown
+
+
+async def count_messages(count: int) -> tuple[int, list[ipywidgets.Widget]]:
+    """Widget state messages sent while the visualized workload runs on ``count`` objects."""
+    sent = 0
+    original = ipywidgets.Widget._send
+
+    def counting_send(widget, msg, buffers=None):
+        nonlocal sent
+        sent += 1
+        return original(widget, msg, buffers=buffers)
+
+    with mock.patch.object(ipywidgets.Widget, "_send", counting_send):
+        _elapsed, shown = await run_visualized(count)
+    return sent, shown
+
+
+async def main() -> None:
+    plain_times, visual_times = [], []
+    for _round in range(ROUNDS):  # alternate, so both see the same machine
+        plain_times.append(await run_plain(OBJECTS))
+        elapsed, shown = await run_visualized(OBJECTS)
+        visual_times.append(elapsed)
+        for widget in shown:
+            widget.close()
+    plain, visual = min(plain_times), min(visual_times)
+    print(f"workload: {OBJECTS:,} objects, add() each, commit(), select all, close()")
+    print(f"CPU time, best of {ROUNDS} alternating rounds:")
+    print(f"  without visualizer: {plain:.3f} s")
+    print(f"  with tracker and 4 live widgets: {visual:.3f} s")
+    print(f"ratio: {visual / plain:.2f} (target: at most 1.5)")
+    for count in (10, OBJECTS):
+        messages, shown = await count_messages(count)
+        print(f"widget messages for {count:,} objects: {messages}")
+        for widget in shown:
+            print("  " + repr(widget).splitlines()[0][:96])
+        for widget in shown:
+            widget.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

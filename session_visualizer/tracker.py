@@ -499,7 +499,7 @@ class SessionTracker:
                 else self._sessions.setdefault(session_key, _SessionMembers())
             )
             candidates = self._candidates(builder, members)
-            _relabel([record for record in candidates if not record.settled_label])
+            _relabel(candidates)
             deleted_ids = _deleted_ids(session)
             changes = []
             for record in candidates:

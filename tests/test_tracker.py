@@ -1,0 +1,359 @@
+"""The SessionTracker over real sessions: every lifecycle transition, the session events, SQL,
+snapshots, weak references, threads, and detaching."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from sqlalchemy import String, create_engine, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
+from sqlalchemy.pool import StaticPool
+
+from session_visualizer import STATES, SessionTracker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(30), unique=True)
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id}, name={self.name!r})"
+
+
+@pytest.fixture
+def engine():
+    engine = create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(User(name="John"))
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine):
+    with Session(engine) as session:
+        yield session
+
+
+def steps_with(tracker: SessionTracker, event_name: str) -> list[tuple[str, str]]:
+    """(call, object label) of every transition named ``event_name``."""
+    return [
+        (step.title, transition.label)
+        for step in tracker.history
+        for transition in step.transitions
+        if transition.event == event_name
+    ]
+
+
+# Each scenario drives a session to one lifecycle event; the expected step is the call that did it.
+# Scenarios return their objects: the session's identity map alone would not keep them alive.
+def add(session):
+    mary = User(name="Mary")
+    session.add(mary)
+    return mary
+
+
+def flush(session):
+    mary = add(session)
+    session.flush()
+    return mary
+
+
+def expunge_pending(session):
+    mary = add(session)
+    session.expunge(mary)
+    return mary
+
+
+def load(session):
+    return session.scalars(select(User)).all()
+
+
+def rollback_insert(session):
+    mary = flush(session)
+    session.rollback()
+    return mary
+
+
+def delete_flush(session):
+    john = session.get(User, 1)
+    session.delete(john)
+    session.flush()
+    return john
+
+
+def delete_commit(session):
+    john = delete_flush(session)
+    session.commit()
+    return john
+
+
+def close(session):
+    john = session.get(User, 1)
+    session.close()
+    return john
+
+
+def add_detached(session):
+    john = close(session)
+    session.add(john)
+    return john
+
+
+def delete_rollback(session):
+    john = delete_flush(session)
+    session.rollback()
+    return john
+
+
+@pytest.mark.parametrize(
+    ("scenario", "event_name", "call"),
+    [
+        (add, "transient_to_pending", "add()"),
+        (flush, "pending_to_persistent", "flush()"),
+        (expunge_pending, "pending_to_transient", "expunge()"),
+        (load, "loaded_as_persistent", "scalars()"),
+        (rollback_insert, "persistent_to_transient", "rollback()"),
+        (delete_flush, "persistent_to_deleted", "flush()"),
+        (delete_commit, "deleted_to_detached", "commit()"),
+        (close, "persistent_to_detached", "close()"),
+        (add_detached, "detached_to_persistent", "add()"),
+        (delete_rollback, "deleted_to_persistent", "rollback()"),
+    ],
+)
+def test_each_lifecycle_event_is_recorded_with_the_call_that_caused_it(
+    session, scenario, event_name, call
+):
+    tracker = SessionTracker(session)
+    kept = scenario(session)
+    assert kept is not None
+    assert [found_call for found_call, _label in steps_with(tracker, event_name)] == [call]
+
+
+def test_states_follow_the_article_scenario(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    tracker.watch(mary)
+    seen, expected = [], []
+
+    def look() -> None:
+        seen.append(tracker.state_of(mary))
+        expected.append(next(state for state in STATES if getattr(inspect(mary), state)))
+
+    look()
+    for action in (
+        lambda: session.add(mary),
+        session.commit,
+        lambda: session.delete(mary),
+        session.flush,
+        session.commit,
+    ):
+        action()
+        look()
+    assert seen == ["transient", "pending", "persistent", "persistent", "deleted", "detached"]
+    assert seen == expected
+
+
+def test_session_events_and_sql_belong_to_their_step(session):
+    tracker = SessionTracker(session)
+    session.add(User(name="Mary"))
+    session.commit()
+    session.scalars(select(User).where(User.name == "Mary")).one()
+    session.rollback()
+    session.close()
+    steps = {step.call: step for step in tracker.history}
+    assert list(steps) == ["add()", "commit()", "scalars()", "rollback()", "close()"]
+    assert steps["commit()"].events == ("begin", "flush", "commit")
+    assert steps["commit()"].sql == ("INSERT INTO users (name) VALUES (?)",)
+    assert steps["scalars()"].sql[0].startswith("SELECT users.id, users.name")
+    assert steps["rollback()"].events == ("rollback",)
+    assert steps["close()"].events == ("close",)
+    assert steps["add()"].sql == ()
+
+
+def test_snapshots_hold_identity_modified_and_expired_attributes(session):
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    john.name = "Johnny"
+    session.flush()
+    session.commit()
+    by_call = {step.call: step for step in tracker.history}
+    assert tracker.session_at(by_call["get()"].index).identity_map == ("User(id=1, name='John')",)
+    flushed = by_call["flush()"].changes
+    assert [snap.identity for snap in flushed] == ["(User, (1,))"]
+    assert flushed[0].modified == ()
+    committed = by_call["commit()"].changes[0]
+    assert committed.state == "persistent"
+    assert committed.expired == ("id", "name")
+    assert committed.label == "User(id=1, name='Johnny')"
+
+
+def test_session_snapshot_lists_new_dirty_deleted_and_identity_map(session):
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    mary = User(name="Mary")
+    session.add(mary)
+    john.name = "Johnny"
+    session.flush()
+    ann = User(name="Ann")
+    session.add(ann)
+    john.name = "Jo"
+    session.delete(mary)
+    panel = tracker.current_session(session)
+    assert panel.new == ("User(id=None, name='Ann')",)
+    assert panel.dirty == ("User(id=1, name='Jo')",)
+    assert panel.deleted == ("User(id=2, name='Mary')",)
+    assert panel.identity_map == ("User(id=1, name='Jo')", "User(id=2, name='Mary')")
+    assert panel.in_transaction
+
+
+def test_handlers_never_load_expired_attributes(session):
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    session.commit()
+    session.close()  # would raise DetachedInstanceError if a handler read john.name
+    assert inspect(john).expired_attributes == {"id", "name"}
+    assert tracker.history[-1].sql == ()
+    assert tracker.state_of(john) == "detached"
+
+
+def test_a_run_of_add_calls_is_one_step(session):
+    tracker = SessionTracker(session)
+    for name in ("Mary", "Ann", "Bob"):
+        session.add(User(name=name))
+    session.flush()
+    assert [step.title for step in tracker.history] == ["add() x3", "flush()"]
+    assert tracker.history[0].transition_count == 3
+
+
+def test_results_loaded_after_the_call_returned_belong_to_its_step(session):
+    tracker = SessionTracker(session)
+    result = session.scalars(select(User))
+    users = result.all()  # rows become objects here, after scalars() returned
+    assert [step.call for step in tracker.history] == ["scalars()"]
+    assert steps_with(tracker, "loaded_as_persistent") == [("scalars()", repr(users[0]))]
+
+
+def test_a_commit_ending_a_begin_block_is_a_step_of_its_own(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    with session.begin():
+        session.add(mary)
+    steps = tracker.history
+    # leaving the block commits: SessionTransaction.commit() flushes, then commits
+    assert [step.call for step in steps] == ["begin()", "add()", "flush()", "commit"]
+    assert steps[-1].events == ("commit",)
+    assert steps_with(tracker, "pending_to_persistent") == [("flush()", "User(id=2, name='Mary')")]
+
+
+def test_a_failing_call_records_its_error(session):
+    tracker = SessionTracker(session)
+    session.add(User(name="John"))  # the name is unique: the insert fails
+    with pytest.raises(IntegrityError):
+        session.commit()
+    failed = tracker.history[-1]
+    assert (failed.call, failed.error) == ("commit()", "IntegrityError")
+
+
+def test_objects_are_held_weakly_and_shown_as_gone(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    key = tracker.watch(mary).key
+    session.add(mary)
+    session.expunge(mary)
+    mary_ref = weakref.ref(mary)
+    del mary
+    gc.collect()
+    assert mary_ref() is None
+    assert tracker.snapshot_of(key).state == "gone"
+    assert tracker.snapshot_of(key).label == "User(id=None, name='Mary')"
+
+
+def test_a_sessionmaker_is_tracked_and_detached(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    with factory() as first:
+        first.add(User(name="Mary"))
+        first.commit()
+    assert [step.call for step in tracker.history] == ["add()", "commit()", "close()"]
+    tracker.detach()
+    assert not {"add", "commit", "close"} & set(vars(factory.class_))
+    with factory() as second:
+        second.add(User(name="Ann"))
+        second.commit()
+    assert len(tracker.history) == 3
+
+
+def test_a_session_instance_is_detached(session):
+    tracker = SessionTracker(session)
+    tracker.detach()
+    assert "add" not in vars(session)
+    session.add(User(name="Mary"))
+    session.commit()
+    assert tracker.history == []
+
+
+def test_a_scoped_session_used_from_two_threads(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'threads.db'}")
+    Base.metadata.create_all(engine)
+    registry = scoped_session(sessionmaker(engine))
+    tracker = SessionTracker(registry)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(prefix: str) -> None:
+        try:
+            barrier.wait()
+            for number in range(20):
+                registry.add(User(name=f"{prefix}{number}"))
+                registry.commit()
+            registry.scalars(select(User)).all()
+            registry.remove()
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(prefix,)) for prefix in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    engine.dispose()
+    assert errors == []
+    history = tracker.history
+    assert [step.index for step in history] == list(range(len(history)))
+    inserted = steps_with(tracker, "pending_to_persistent")
+    assert sorted(label.split("'")[1] for _call, label in inserted) == sorted(
+        f"{prefix}{number}" for prefix in "ab" for number in range(20)
+    )
+    assert {call for call, _label in inserted} == {"commit()"}
+    sessions = {step.session_key for step in history}
+    assert len(sessions) == 2
+    # each step belongs to one thread's session: its transitions are of that thread's objects
+    for step in history:
+        if step.call == "commit()":
+            assert len({t.label.split("'")[1][0] for t in step.transitions}) <= 1
+
+
+def test_a_bad_target_is_refused_with_a_clear_message():
+    with pytest.raises(TypeError, match="Session instance, a sessionmaker or a scoped_session"):
+        SessionTracker(Session)

@@ -46,7 +46,11 @@ class _LiveView(widgets.VBox):
         except RuntimeError:
             self._loop = None
         self._listener = _weak_listener(self)
-        tracker.subscribe(self._listener)
+
+    def _follow(self) -> None:
+        """Show the tracker's state now and after every step (the subclass is set up)."""
+        self._tracker.subscribe(self._listener)
+        self.refresh()
 
     def refresh(self) -> None:
         """Read the tracker now and update the traits (and so the view)."""
@@ -122,7 +126,7 @@ class ObjectCard(_LiveView):
         self._body = widgets.HTML()
         super().__init__(tracker, [self._body])
         self._key = tracker.watch(obj, label).key
-        self.refresh()
+        self._follow()
 
     def _update(self) -> None:
         snapshot = self._tracker.snapshot_of(self._key)
@@ -151,7 +155,7 @@ class SessionPanel(_LiveView):
         self._session = session() if isinstance(session, scoped_session) else session
         self._body = widgets.HTML()
         super().__init__(tracker, [self._body])
-        self.refresh()
+        self._follow()
 
     def _update(self) -> None:
         snapshot = self._tracker.current_session(self._session)
@@ -177,7 +181,7 @@ class StateDiagram(_LiveView):
         self._body = widgets.HTML()
         super().__init__(tracker, [self._body])
         self._key = tracker.watch(obj, label).key
-        self.refresh()
+        self._follow()
 
     def _update(self) -> None:
         snapshot = self._tracker.snapshot_of(self._key)
@@ -214,11 +218,12 @@ class Timeline(_LiveView):
         controls = widgets.HBox([self._back, self._play, self._forward, self._slider])
         super().__init__(tracker, [controls, self._body])
         self._slider.observe(lambda change: self.show(change["new"]), names="value")
-        self.refresh()
+        self._follow()
 
     def show(self, step: int) -> None:
         """Show step number ``step`` (counted from 1), clamped to the recorded range."""
         self.step = max(min(step, self.total), min(1, self.total))
+        self._slider.value = self.step  # no change when the slider itself asked
         self._render()
 
     def _update(self) -> None:

@@ -36,16 +36,17 @@ def state_name(insp: InstanceState) -> str:
     """The lifecycle state of an inspected object: one of ``STATES``."""
     if insp.key is None:
         return "pending" if insp.pending else "transient"
-    if insp.persistent:
-        return "persistent"
-    return "deleted" if insp.deleted else "detached"
+    if insp.detached:
+        return "detached"
+    # attached with an identity: deleted by a flush, or else persistent
+    return "deleted" if insp.was_deleted else "persistent"
 
 
 def fallback_label(insp: InstanceState) -> str:
-    """A label that needs no attribute: the class name and the identity, if any."""
-    name = type(insp.obj()).__name__ if insp.obj() is not None else insp.class_.__name__
-    ident = "" if insp.key is None else ", ".join(repr(value) for value in insp.key[1])
-    return f"{name}({ident})"
+    """A label that needs no attribute: the class name and the primary key, if any."""
+    identity_key = insp.key
+    ident = "" if identity_key is None else ", ".join(map(repr, identity_key[1]))
+    return f"{insp.class_.__name__}({ident})"
 
 
 def safe_label(obj: object, insp: InstanceState) -> str | None:

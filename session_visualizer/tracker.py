@@ -575,9 +575,9 @@ def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None
         if label is not None:
             record.label, record.settled_label = label, True
             budget -= 1
-        elif not budget or not record.settled_label:
+        elif identity_changed and (not budget or not record.settled_label):
             record.label, record.settled_label = fallback_label(insp), False
-        # else: a repr would load expired attributes now; the last repr stays
+        # else: a repr would load expired attributes now; the last label stays
 
 
 def _record_key(record: _Record) -> int:

@@ -55,8 +55,7 @@ class _LiveView(widgets.VBox):
     def refresh(self) -> None:
         """Read the tracker now and update the traits (and so the view)."""
         self._tracker.settle()
-        with self.hold_sync():
-            self._update()
+        self._update()
 
     def static_html(self) -> str:
         """The HTML shown where no widget JavaScript runs."""
@@ -223,19 +222,19 @@ class Timeline(_LiveView):
     def show(self, step: int) -> None:
         """Show step number ``step`` (counted from 1), clamped to the recorded range."""
         self.step = max(min(step, self.total), min(1, self.total))
-        self._slider.value = self.step  # no change when the slider itself asked
-        self._render()
+        if self._slider.value != self.step:
+            self._slider.value = self.step  # the slider's observer shows it
+        else:
+            self._render()
 
     def _update(self) -> None:
         following = self.step == self.total
         self.total = self._tracker.step_count
         low = min(1, self.total)
         for control in (self._slider, self._play):
-            control.max, control.min = self.total, low
-        if following or self.step < low:
-            self.step = self.total
-        self._slider.value = self.step
-        self._render()
+            with control.hold_sync():
+                control.max, control.min = self.total, low
+        self.show(self.total if following or self.step < low else self.step)
 
     def _render(self) -> None:
         step = self._tracker.step_at(self.step - 1) if self.step else None

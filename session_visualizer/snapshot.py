@@ -50,17 +50,28 @@ def fallback_label(insp: InstanceState) -> str:
 
 
 def safe_label(obj: object, insp: InstanceState) -> str | None:
-    """``repr(obj)`` when it cannot trigger a load (nothing expired or unloaded), else None."""
+    """``repr(obj)`` when it cannot trigger a load (nothing expired or unloaded), else None.
+
+    A class without a ``__repr__`` of its own would show a memory address, different at every
+    run: it gets ``User(id=2, name='Mary')`` from its column attributes instead.
+    """
     if insp.expired_attributes:
         return None
-    if insp.key is not None and not _column_keys(insp.mapper) <= insp.dict.keys():
+    columns, column_set = _column_keys(insp.mapper)
+    values = insp.dict
+    if insp.key is not None and not values.keys() >= column_set:
         return None
+    if type(obj).__repr__ is object.__repr__:
+        shown = ", ".join(f"{name}={values.get(name)!r}" for name in columns)
+        return f"{insp.class_.__name__}({shown})"
     return repr(obj)
 
 
 @functools.cache
-def _column_keys(mapper: Mapper) -> frozenset[str]:
-    return frozenset(mapper.column_attrs.keys())
+def _column_keys(mapper: Mapper) -> tuple[tuple[str, ...], frozenset[str]]:
+    """A mapped class's column attributes, in order and as a set."""
+    keys = tuple(mapper.column_attrs.keys())
+    return keys, frozenset(keys)
 
 
 class ObjectSnapshot(NamedTuple):
@@ -183,6 +194,7 @@ class Step:
     def title(self) -> str:
         """The call, with the number of calls when several made the step: ``add() x3``."""
         return self.call if self.calls == 1 else f"{self.call} x{self.calls}"
+
 
 @dataclass(frozen=True)
 class SessionSnapshot:

@@ -354,6 +354,23 @@ def test_a_scoped_session_used_from_two_threads(tmp_path):
             assert len({t.label.split("'")[1][0] for t in step.transitions}) <= 1
 
 
+class Note(Base):
+    """A mapped class without a __repr__ of its own."""
+
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(30))
+
+
+def test_objects_without_a_repr_are_labelled_by_their_columns_not_their_address(session):
+    tracker = SessionTracker(session)
+    note = Note(text="hello")
+    assert tracker.watch(note).label == "Note(id=None, text='hello')"
+    session.add(note)
+    session.flush()
+    assert tracker.history[-1].changes[0].label == "Note(id=1, text='hello')"
+
+
 def test_a_bad_target_is_refused_with_a_clear_message():
     with pytest.raises(TypeError, match="Session instance, a sessionmaker or a scoped_session"):
         SessionTracker(Session)

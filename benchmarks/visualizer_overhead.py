@@ -5,8 +5,9 @@ The workload: add 10,000 new objects one ``add()`` at a time, ``commit()``, load
 ObjectCard, a StateDiagram, a SessionPanel and a Timeline, all live. Like a Jupyter kernel, which
 runs each cell inside its event loop, the workload runs as one coroutine; the widgets refresh when
 it yields. Times are CPU times of this process (other processes on the machine do not count),
-the best of several alternating rounds. Widget messages are counted at ``Widget._send``, the one
-place ipywidgets sends a state update to the front end, for 10 objects and for 10,000.
+the best of several alternating rounds. Widget messages are counted where ipywidgets sends them,
+``Widget.open`` (a model is created in the front end) and ``Widget._send`` (a state update), for
+10 objects and for 10,000.
 
 Run: .venv/bin/python benchmarks/visualizer_overhead.py
 """
@@ -93,19 +94,27 @@ async def run_visualized(count: int) -> tuple[float, list[ipywidgets.Widget]]:
     return elapsed, shown
 
 
-async def count_messages(count: int) -> tuple[int, list[ipywidgets.Widget]]:
-    """Widget state messages sent while the visualized workload runs on ``count`` objects."""
-    sent = 0
-    original = ipywidgets.Widget._send
+async def count_messages(count: int) -> tuple[int, int, list[ipywidgets.Widget]]:
+    """(models opened, state updates sent) while the visualized workload runs on ``count``."""
+    opened = updates = 0
+    original_open, original_send = ipywidgets.Widget.open, ipywidgets.Widget._send
+
+    def counting_open(widget):
+        nonlocal opened
+        opened += 1
+        return original_open(widget)
 
     def counting_send(widget, msg, buffers=None):
-        nonlocal sent
-        sent += 1
-        return original(widget, msg, buffers=buffers)
+        nonlocal updates
+        updates += 1
+        return original_send(widget, msg, buffers=buffers)
 
-    with mock.patch.object(ipywidgets.Widget, "_send", counting_send):
+    with (
+        mock.patch.object(ipywidgets.Widget, "open", counting_open),
+        mock.patch.object(ipywidgets.Widget, "_send", counting_send),
+    ):
         _elapsed, shown = await run_visualized(count)
-    return sent, shown
+    return opened, updates, shown
 
 
 async def main() -> None:
@@ -123,8 +132,9 @@ async def main() -> None:
     print(f"  with tracker and 4 live widgets: {visual:.3f} s")
     print(f"ratio: {visual / plain:.2f} (target: at most 1.5)")
     for count in (10, OBJECTS):
-        messages, shown = await count_messages(count)
-        print(f"widget messages for {count:,} objects: {messages}")
+        opened, updates, shown = await count_messages(count)
+        print(f"widget messages for {count:,} objects: {opened + updates} "
+              f"({opened} models opened, {updates} state updates)")
         for widget in shown:
             print("  " + repr(widget).splitlines()[0][:96])
         for widget in shown:

@@ -39,8 +39,6 @@ IN_BETWEEN = ("pending", "deleted")
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     root_dir = tmp_path_factory.mktemp("lab-root")
-    for lesson in LESSONS:
-        shutil.copy(NOTEBOOKS / lesson, root_dir / lesson)
     with running_jupyterlab(root_dir, tmp_path_factory.mktemp("lab-state")) as server:
         yield server
 
@@ -148,9 +146,9 @@ def _changing_widget(
 
 
 def _check_in_jupyterlab(
-    name: str, path: Path, open_notebook: Callable[[str], NotebookPage], workdir: Path
+    path: Path, open_notebook: Callable[[str], NotebookPage], workdir: Path
 ) -> None:
-    """Run the notebook `name` (a copy of `path`) in JupyterLab and check its widgets.
+    """Open the notebook at `path` (in the server's root) in JupyterLab, check its widgets.
 
     Before running: the saved static widgets show. Run All Cells: every widget renders and
     shows what it shows at the end of a headless run. Then, for a widget that later cells
@@ -158,6 +156,7 @@ def _check_in_jupyterlab(
     screenshot goes to `workdir`), run the rest (it must change to its final value). No
     JavaScript error all along.
     """
+    name = path.name
     notebook_json = nbformat.read(path, as_version=4)
     stored = stored_displays(notebook_json)
     with ThreadPoolExecutor(max_workers=1) as headless:  # meanwhile, the browser works
@@ -169,7 +168,7 @@ def _check_in_jupyterlab(
         notebook.run_all()
         final = final_run.result()
     assert [d.kind.root_class for d in stored] == [d.kind.root_class for d in final], (
-        f"{path}: its stored outputs show other widgets than a fresh run: re-run and save it"
+        f"{name}: its saved outputs show other widgets than a fresh run: re-run and save it"
     )
     _expect_widgets(notebook, final, f"{name} after Run All Cells")
 
@@ -195,6 +194,10 @@ def test_lessons_are_found() -> None:
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_lesson_in_jupyterlab(
-    lesson: str, open_notebook: Callable[[str], NotebookPage], tmp_path: Path
+    lesson: str,
+    lab_server: LabServer,
+    open_notebook: Callable[[str], NotebookPage],
+    tmp_path: Path,
 ) -> None:
-    _check_in_jupyterlab(lesson, NOTEBOOKS / lesson, open_notebook, tmp_path)
+    copy = Path(shutil.copy(NOTEBOOKS / lesson, lab_server.root_dir / lesson))
+    _check_in_jupyterlab(copy, open_notebook, tmp_path)

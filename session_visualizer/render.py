@@ -33,7 +33,6 @@ STATE_COLORS = {
     "detached": "#4a7fc1",
 }
 UNLIT = "#e4e4e4"
-BOX = 'style="border:1px solid #ddd;border-radius:6px;padding:6px;margin:2px 0"'
 
 # The call that typically causes each lifecycle event: the arrows of the state diagram.
 EVENT_CALLS = {
@@ -125,7 +124,7 @@ def object_card_html(snapshot: ObjectSnapshot) -> str:
         for css, title, value in rows
     )
     return (
-        f'<div class="sv-card-body" data-state="{snapshot.state}" {BOX}>'
+        f'<div class="sv-card-body" data-state="{snapshot.state}">'
         f'<div class="sv-label" style="font-weight:bold">{escape(snapshot.label)}</div>'
         f'<div class="sv-lights">{lights}</div>'
         f"<table>{details}</table></div>"
@@ -158,7 +157,7 @@ def session_panel_html(snapshot: SessionSnapshot) -> str:
         )
     transaction = "open" if snapshot.in_transaction else "none"
     return (
-        f'<div class="sv-panel-body" data-transaction="{transaction}" {BOX}>'
+        f'<div class="sv-panel-body" data-transaction="{transaction}">'
         f"<div>transaction: <b>{transaction}</b></div>"
         f'<div style="display:flex;gap:6px;flex-wrap:wrap">{"".join(boxes)}</div></div>'
     )
@@ -297,7 +296,7 @@ def timeline_html(step: Step | None, total: int, session: SessionSnapshot | None
     error = f' <span class="sv-error">raised {escape(step.error)}</span>' if step.error else ""
     panel = session_panel_html(session) if session is not None else ""
     return (
-        f'<div class="sv-step" data-step="{step.index + 1}" data-call="{escape(step.call)}" {BOX}>'
+        f'<div class="sv-step" data-step="{step.index + 1}" data-call="{escape(step.call)}">'
         f"<div><b>step {step.index + 1} of {total}: <code>{escape(step.title)}</code></b>{error}"
         f"</div><div>session events: {escape(events)}</div>"
         f'<div>transitions:<ul class="sv-transitions">{transitions or "<li>none</li>"}</ul></div>'

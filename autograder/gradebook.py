@@ -109,8 +109,13 @@ class GradebookWriter:
             if nb is None:
                 self._zero_notebook(submission, name)
                 continue
-            opened.problems += self._test_cell_changes(submission, name, nb)
-            nb = self._sanitize(submission, name, nb)
+            try:
+                changes = self._test_cell_changes(submission, name, nb)
+                nb = self._sanitize(submission, name, nb)
+            except Exception as error:  # e.g. nbgrader metadata the student broke
+                self.fail(opened, name, f"{type(error).__name__}: {error}")
+                continue
+            opened.problems += changes
             opened.pending.add(name)
             jobs.append(NotebookJob(submission, name, nbformat.writes(nb), str(staging)))
         return opened, jobs

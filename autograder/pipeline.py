@@ -162,9 +162,11 @@ def _run_pool(
                     opened.problems.append(f"feedback failed: {error}")
                 listener.finished(writer.finish(opened))
                 continue
-            if error is None:
+            try:
+                if error is not None:
+                    raise error
                 writer.save(opened, notebook, future.result())
-            else:
-                writer.fail(opened, notebook, f"{type(error).__name__}: {error}")
+            except Exception as failure:  # one notebook's problem, never the batch's
+                writer.fail(opened, notebook, f"{type(failure).__name__}: {failure}")
             if not opened.pending:
                 publish(opened)

@@ -64,6 +64,7 @@ CASES = {
     "renamer": ("renamed", FULL, "hw.ipynb was submitted as homework.ipynb"),
     "editor": ("edit test", FULL, "test cell test_add was edited (restored from source/)"),
     "deleter": ("delete test", FULL, "test cell test_mul was deleted (restored from source/)"),
+    "meddler": ("break metadata", NOTHING, "hw.ipynb could not be graded (SchemaTooNewError"),
 }
 # Submissions stock nbgrader can grade without dropping them (compared with its grades).
 STOCK_GRADABLE = ["alice", "bob", "carol", "loop", "editor", "deleter"]
@@ -87,6 +88,10 @@ def make_submission(course, student: str, case: str | None) -> None:
         nb.cells = [
             c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_mul"
         ]
+        submit(course, student, nb)
+    elif case == "break metadata":
+        nb = solved(course)
+        nb.cells[2].metadata["nbgrader"]["schema_version"] = 99
         submit(course, student, nb)
     else:
         submit(course, student, solved(course, mul=case))
@@ -165,7 +170,8 @@ def test_flooded_output_is_cut_before_it_reaches_the_autograded_notebook(graded)
 def test_feedback_shows_results_and_messages_but_no_hidden_test_source(graded):
     course, _, _ = graded
     pages = sorted((course.root / "feedback").glob(f"*/{ASSIGNMENT}/*.html"))
-    assert len(pages) == len(CASES) - 2  # no notebook to show for "garbled" and "absent"
+    ungradable = {"garbled", "absent", "meddler"}  # no autograded notebook to show
+    assert sorted(page.parent.parent.name for page in pages) == sorted(set(CASES) - ungradable)
     for page in pages:
         text = page.read_text()
         assert "BEGIN HIDDEN TESTS" not in text
@@ -209,7 +215,7 @@ def test_report_shows_the_distribution_and_the_failure_rate_of_each_test(graded)
     assert float(rows["test_mul"]["failed_fraction"]) == pytest.approx(
         failed_mul / len(CASES), abs=1e-3
     )
-    assert re.search(r"test_mul</td><td>3</td><td>\d+/14</td>", page)
+    assert re.search(rf"test_mul</td><td>3</td><td>{failed_mul}/{len(CASES)}</td>", page)
 
 
 def test_a_second_run_grades_nothing_again(graded):

@@ -81,6 +81,9 @@ def add_course_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "assignment_id", nargs="?", help="only this assignment, as in `nbgrader autograde ps1`"
+    )
     parser.add_argument("--assignment", help="only this assignment (a glob pattern is allowed)")
     parser.add_argument("--student", help="only this student (a glob pattern is allowed)")
 
@@ -260,6 +263,8 @@ def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `course-grade` console script."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "assignment_id", None):
+        args.assignment = args.assignment or args.assignment_id
     extra = Config()
     if getattr(args, "timeout", None):
         extra.Execute.timeout = args.timeout

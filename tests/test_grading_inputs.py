@@ -90,7 +90,10 @@ def test_grade_takes_a_zip_and_regrades_a_resubmission(course, tmp_path):
     nbformat.write(solved(course), folder / "hw.ipynb")
     (folder / "timestamp.txt").write_text("2026-11-21 10:00:00.000000 UTC")
     second = subprocess.run(
-        [*command, "--student", "lateuser"], cwd=course.root, capture_output=True, text=True
+        [*command, ASSIGNMENT, "--student", "lateuser"],
+        cwd=course.root,
+        capture_output=True,
+        text=True,
     )
     assert second.returncode == 0, second.stderr
     assert scores(course)["lateuser"] == {"test_add": 2.0, "test_mul": 3.0}

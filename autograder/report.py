@@ -127,12 +127,12 @@ def histogram_svg(percentages: list[float], width: int = 420, height: int = 160)
         counts[min(int(value // (100 / HISTOGRAM_BINS)), HISTOGRAM_BINS - 1)] += 1
     tallest = max(counts) or 1
     bar_width = width / HISTOGRAM_BINS
-    plot_height = height - 30
+    top, plot_height = 16, height - 46
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
     for index, count in enumerate(counts):
         bar_height = plot_height * count / tallest
         x = index * bar_width
-        y = plot_height - bar_height
+        y = top + plot_height - bar_height
         low = index * 100 // HISTOGRAM_BINS
         parts.append(
             f'<rect x="{x + 2:.1f}" y="{y:.1f}" width="{bar_width - 4:.1f}" '
@@ -145,10 +145,13 @@ def histogram_svg(percentages: list[float], width: int = 420, height: int = 160)
                 f'text-anchor="middle">{count}</text>'
             )
         parts.append(
-            f'<text x="{x + bar_width / 2:.1f}" y="{height - 8}" font-size="10" '
-            f'text-anchor="middle">{low}%</text>'
+            f'<text x="{x + bar_width / 2:.1f}" y="{height - 18}" font-size="10" '
+            f'text-anchor="middle">{low}-{low + 10}</text>'
         )
-    parts.append("</svg>")
+    parts.append(
+        f'<text x="{width / 2}" y="{height - 2}" font-size="11" text-anchor="middle">'
+        "score, % of the maximum (number of students above each bar)</text></svg>"
+    )
     return "".join(parts)
 
 

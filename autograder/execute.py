@@ -155,9 +155,11 @@ def clip_lines(lines: list[str], limit: int) -> list[str]:
 class KernelSlot:
     """A sandboxed kernel started in a fresh folder of its own before a notebook needs it."""
 
-    def __init__(self, policy: SandboxPolicy, config: object, kernel_name: str) -> None:
+    def __init__(
+        self, policy: SandboxPolicy, config: object, kernel_name: str, scratch: Path | None
+    ) -> None:
         self.kernel_name = kernel_name
-        self.folder = Path(tempfile.mkdtemp(prefix="course-grade-kernel-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="course-grade-kernel-", dir=scratch))
         self.workdir = self.folder / "work"
         runtime_dir = self.folder / "runtime"
         self.workdir.mkdir()
@@ -187,7 +189,10 @@ class NotebookRunner:
     own folder: the notebook's files are copied in before and copied back after the run.
     """
 
-    def __init__(self, policy: SandboxPolicy, config: object, prefetch: bool) -> None:
+    def __init__(
+        self, policy: SandboxPolicy, config: object, prefetch: bool, scratch: Path | None = None
+    ) -> None:
+        self.scratch = scratch
         self.policy = policy
         self.config = config
         self.prefetch = prefetch
@@ -200,7 +205,7 @@ class NotebookRunner:
         kernel_name = nb.metadata.get("kernelspec", {}).get("name", "python3")
         slot = self._take_slot(kernel_name)
         if self.prefetch:
-            self.spare = KernelSlot(self.policy, self.config, kernel_name)
+            self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
         try:
             shutil.copytree(workdir, slot.workdir, symlinks=True, dirs_exist_ok=True)
             executor = GuardedExecute(config=self.config)
@@ -223,7 +228,7 @@ class NotebookRunner:
             return spare
         if spare is not None:
             spare.close()
-        return KernelSlot(self.policy, self.config, kernel_name)
+        return KernelSlot(self.policy, self.config, kernel_name, self.scratch)
 
 
 def execute_notebook(

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -66,14 +67,16 @@ class CourseBusy(Exception):
 _worker: dict = {}
 
 
-def _start_worker(parent: int, root: Path, extra_config: Config, policy: SandboxPolicy) -> None:
+def _start_worker(
+    parent: int, root: Path, extra_config: Config, policy: SandboxPolicy, scratch: Path
+) -> None:
     """Runs once in each worker: die with the parent (even by SIGKILL), open the course."""
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     os.environ["NBGRADER_EXECUTION"] = "autograde"
     course = Course(root, extra_config)
-    runner = NotebookRunner(policy, course.config, prefetch=True)
+    runner = NotebookRunner(policy, course.config, prefetch=True, scratch=scratch)
     Finalize(runner, runner.close, exitpriority=10)
     _worker.update(course=course, runner=runner, exporter=feedback_exporter(course))
 
@@ -116,6 +119,7 @@ def grade(
             with _start_pool(course, options, extra_config or Config()) as pool:
                 listener.started(len(todo), len(submissions) - len(todo))
                 _run_pool(pool, writer, deque(todo), options, listener)
+            shutil.rmtree(kernel_scratch(), ignore_errors=True)
         else:
             listener.started(0, len(submissions))
         writer.remove_staging()
@@ -124,10 +128,26 @@ def grade(
     return [record for s in submissions if (record := course.read_record(s)) is not None]
 
 
+def kernel_scratch() -> Path:
+    """This run's folder for kernel folders (short, for ipc socket paths), in the system's
+    temporary folder. Folders of runs whose process is gone (killed) are deleted."""
+    root = Path(tempfile.gettempdir()) / f"course-grade-{os.getuid()}"
+    for folder in root.glob("run-*"):
+        try:
+            os.kill(int(folder.name.removeprefix("run-")), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+    scratch = root / f"run-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
 def _start_pool(course: Course, options: GradeOptions, extra_config: Config) -> ProcessPoolExecutor:
     """Fork the workers now, while this process has no other thread (the progress bar's)."""
     context = multiprocessing.get_context("fork")
-    initargs = (os.getpid(), course.root, extra_config, options.policy)
+    initargs = (os.getpid(), course.root, extra_config, options.policy, kernel_scratch())
     pool = ProcessPoolExecutor(options.jobs, context, _start_worker, initargs)
     pool.submit(os.getpid).result()  # a fork pool starts all its workers at the first task
     return pool

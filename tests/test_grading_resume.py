@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,3 +65,5 @@ def test_a_killed_run_is_finished_by_the_next_one(tmp_path):
     assert sorted(keys) == sorted((s, c) for s in STUDENTS for c in ("test_add", "test_mul"))
     assert scores(course) == {s: {"test_add": 2.0, "test_mul": 3.0} for s in STUDENTS}
     assert not list((course.state_folder / "staging").glob("*"))
+    kernels = Path(tempfile.gettempdir()) / f"course-grade-{os.getuid()}"
+    assert not list(kernels.glob(f"run-{first.pid}")), "the killed run's kernel folders are left"

@@ -1,8 +1,9 @@
 """A sandboxed JupyterLab server, and a headless Chromium page that runs notebooks in it.
 
-Used by tests/test_browser.py. What made this reliable on this machine is written down in
-the project's notes on JupyterLab browser tests: private Jupyter directories and workspaces,
-a fixed port with a token, news disabled, Debian's Chromium launched with a fixed set of flags.
+Used by tests/test_browser.py. What makes it reliable: private HOME, Jupyter directories and
+workspaces; a free port that the server may not leave, and a token; no news pop-up; Debian's
+Chromium with a fixed set of flags; waiting for the status bar's "Idle" and for every cell's
+execution count rather than for the toolbar's kernel indicator.
 """
 
 from __future__ import annotations
@@ -282,17 +283,17 @@ class NotebookPage:
         cell.locator(".jp-InputPrompt").click()
         expect(cell).to_have_class(re.compile(r"\bjp-mod-active\b"))
 
-    def _code_prompts(self, indexes: range) -> Iterator[Locator]:
+    def _code_prompts(self, indexes: range) -> Iterator[tuple[int, Locator]]:
         for index in indexes:
             cell = self.cells.nth(index)
             if "jp-CodeCell" in cell.get_attribute("class").split():
-                yield cell.locator(".jp-InputPrompt")
+                yield index, cell.locator(".jp-InputPrompt")
 
     def _wait_until_ran(self, indexes: range) -> None:
-        for prompt in self._code_prompts(indexes):
-            expect(prompt).to_have_text(EXECUTED_PROMPT)
+        for index, prompt in self._code_prompts(indexes):
+            expect(prompt, f"cell {index} has run").to_have_text(EXECUTED_PROMPT)
         self.wait_until_idle()
 
     def _expect_not_run(self, indexes: range) -> None:
-        for prompt in self._code_prompts(indexes):
-            expect(prompt).to_have_text("[ ]:")
+        for index, prompt in self._code_prompts(indexes):
+            expect(prompt, f"cell {index} has not run").to_have_text("[ ]:")

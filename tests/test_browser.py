@@ -145,49 +145,6 @@ def _changing_widget(
     )
 
 
-def _check_in_jupyterlab(
-    path: Path, open_notebook: Callable[[str], NotebookPage], workdir: Path
-) -> None:
-    """Open the notebook at `path` (in the server's root) in JupyterLab, check its widgets.
-
-    Before running: the saved static widgets show. Run All Cells: every widget renders and
-    shows what it shows at the end of a headless run. Then, for a widget that later cells
-    change: restart and run up to its cell (it must show what the notebook saved there; a
-    screenshot goes to `workdir`), run the rest (it must change to its final value). No
-    JavaScript error all along.
-    """
-    name = path.name
-    notebook_json = nbformat.read(path, as_version=4)
-    stored = stored_displays(notebook_json)
-    with ThreadPoolExecutor(max_workers=1) as headless:  # meanwhile, the browser works
-        final_run = headless.submit(final_displays, path, workdir)
-        notebook = open_notebook(name)
-        expect(notebook.panel.locator(WIDGET_ROOTS), f"{name}: saved widgets").to_have_count(
-            len(stored)
-        )
-        notebook.run_all()
-        final = final_run.result()
-    assert [d.kind.root_class for d in stored] == [d.kind.root_class for d in final], (
-        f"{name}: its saved outputs show other widgets than a fresh run: re-run and save it"
-    )
-    _expect_widgets(notebook, final, f"{name} after Run All Cells")
-
-    changing = _changing_widget(stored, final, len(notebook_json.cells))
-    assert changing is not None, f"{name}: no widget changes after its cell displayed it"
-    cell = stored[changing].cell
-    notebook.restart_and_run_to(cell)
-    when = f"{name} run up to cell {cell}"
-    shown = [display for display in stored if display.cell <= cell]
-    expect(notebook.panel.locator(WIDGET_ROOTS), when).to_have_count(len(shown))
-    _expect_widget(notebook, changing, stored[changing], when)
-    notebook.screenshot(
-        workdir / f"{path.stem}.png", notebook.panel.locator(WIDGET_ROOTS).nth(changing)
-    )
-    notebook.run_from(cell + 1)
-    _expect_widgets(notebook, final, f"{name} after running the cells below {cell}")
-    assert notebook.errors == [], f"{name}: JavaScript errors in the page"
-
-
 def test_lessons_are_found() -> None:
     assert LESSONS, f"no lesson notebooks in {NOTEBOOKS}"
 
@@ -199,5 +156,41 @@ def test_lesson_in_jupyterlab(
     open_notebook: Callable[[str], NotebookPage],
     tmp_path: Path,
 ) -> None:
-    copy = Path(shutil.copy(NOTEBOOKS / lesson, lab_server.root_dir / lesson))
-    _check_in_jupyterlab(copy, open_notebook, tmp_path)
+    """A lesson in JupyterLab: its widgets render, show the right states and follow the cells.
+
+    Before running: the saved static widgets show. Run All Cells: every widget renders and
+    shows what it shows at the end of a headless run. Then, for a widget that later cells
+    change: restart and run up to its cell (it must show what the notebook saved there; a
+    screenshot goes to tmp_path), run the rest (it must change to its final value). No
+    JavaScript error all along.
+    """
+    path = Path(shutil.copy(NOTEBOOKS / lesson, lab_server.root_dir / lesson))
+    notebook_json = nbformat.read(path, as_version=4)
+    stored = stored_displays(notebook_json)
+    with ThreadPoolExecutor(max_workers=1) as headless:  # meanwhile, the browser works
+        final_run = headless.submit(final_displays, path, tmp_path)
+        notebook = open_notebook(lesson)
+        expect(notebook.panel.locator(WIDGET_ROOTS), f"{lesson}: saved widgets").to_have_count(
+            len(stored)
+        )
+        notebook.run_all()
+        final = final_run.result()
+    assert [d.kind.root_class for d in stored] == [d.kind.root_class for d in final], (
+        f"{lesson}: its saved outputs show other widgets than a fresh run: re-run and save it"
+    )
+    _expect_widgets(notebook, final, f"{lesson} after Run All Cells")
+
+    changing = _changing_widget(stored, final, len(notebook_json.cells))
+    assert changing is not None, f"{lesson}: no widget changes after its cell displayed it"
+    cell = stored[changing].cell
+    notebook.restart_and_run_to(cell)
+    when = f"{lesson} run up to cell {cell}"
+    shown = [display for display in stored if display.cell <= cell]
+    expect(notebook.panel.locator(WIDGET_ROOTS), when).to_have_count(len(shown))
+    _expect_widget(notebook, changing, stored[changing], when)
+    notebook.screenshot(
+        tmp_path / f"{path.stem}.png", notebook.panel.locator(WIDGET_ROOTS).nth(changing)
+    )
+    notebook.run_from(cell + 1)
+    _expect_widgets(notebook, final, f"{lesson} after running the cells below {cell}")
+    assert notebook.errors == [], f"{lesson}: JavaScript errors in the page"

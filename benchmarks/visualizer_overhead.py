@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from session_visualizer import ObjectCard, SessionPanel, SessionTracker, StateDiagram, Timeline
 
 OBJECTS = 10_000
-ROUNDS = 7
+ROUNDS = 11
 
 
 class Base(DeclarativeBase):

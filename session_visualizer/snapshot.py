@@ -105,7 +105,9 @@ class ObjectSnapshot(NamedTuple):
         return ("identity_map",)
 
 
-def read_row(key: int, label: str, insp: InstanceState, marked_deleted: bool) -> tuple:
+def read_row(
+    key: int, label: str, class_name: str, insp: InstanceState, marked_deleted: bool
+) -> tuple:
     """An ``ObjectSnapshot``'s fields as a plain tuple, read from ``InstanceState`` (no loading).
 
     The tracker stores rows, not snapshots: the garbage collector stops tracking plain tuples of
@@ -116,7 +118,7 @@ def read_row(key: int, label: str, insp: InstanceState, marked_deleted: bool) ->
         key,
         label,
         state_name(insp),
-        insp.class_.__name__,
+        class_name,
         None if identity_key is None else identity_key[1],
         tuple(sorted(insp.committed_state)) if insp.committed_state else (),
         tuple(sorted(insp.expired_attributes)) if insp.expired_attributes else (),

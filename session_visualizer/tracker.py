@@ -71,17 +71,18 @@ class _Record(weakref.ref):
     the object, or None once it is collected), its label and its last snapshot row."""
 
     __slots__ = (
-        "key", "object_id", "records", "label", "fixed_label", "settled_label", "latest",
-        "last_step", "last_position",
+        "key", "object_id", "records", "class_name", "label", "fixed_label", "settled_label",
+        "latest", "last_step", "last_position",
     )
 
     def __new__(cls, obj: object, key: int, records: dict[int, _Record]) -> _Record:
         return super().__new__(cls, obj, _forget)
 
     def __init__(self, obj: object, key: int, records: dict[int, _Record]) -> None:
-        super().__init__(obj, _forget)
+        insp = instance_state(obj)
         self.key, self.object_id, self.records = key, id(obj), records
-        self.label = fallback_label(instance_state(obj))
+        self.class_name = insp.class_.__name__
+        self.label = fallback_label(insp)
         self.fixed_label = False  # given to watch(): never replaced
         self.settled_label = False  # a repr(); False while it is the class-and-identity fallback
         self.latest: tuple | None = None  # the last snapshot row (earlier ones: in the steps)
@@ -418,7 +419,8 @@ class SessionTracker:
     def _on_flush_postexec(self, session: Session, flush_context: Any) -> None:
         """Label flushed objects now: their ids are known and a commit has not expired them yet."""
         builder = self._builder(session, "flush")
-        _relabel(sorted(builder.touched.values(), key=_record_key), identity_changed=True)
+        touched = builder.touched
+        _relabel([touched[key] for key in sorted(touched)], identity_changed=True)
 
     def _on_commit(self, session: Session) -> None:
         self._builder(session, "commit").mark("commit")
@@ -450,7 +452,10 @@ class SessionTracker:
         obj = record()
         if obj is None:
             return gone_row(record.latest or (record.key, record.label, GONE, "", None))
-        return read_row(record.key, record.label, instance_state(obj), id(obj) in deleted_ids)
+        return read_row(
+            record.key, record.label, record.class_name, instance_state(obj),
+            id(obj) in deleted_ids,
+        )
 
     def _apply(self, record: _Record, row: tuple) -> None:
         """Store a record's new row and keep the per-session membership up to date."""
@@ -578,10 +583,6 @@ def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None
         elif identity_changed and (not budget or not record.settled_label):
             record.label, record.settled_label = fallback_label(insp), False
         # else: a repr would load expired attributes now; the last label stays
-
-
-def _record_key(record: _Record) -> int:
-    return record.key
 
 
 def _deleted_ids(session: Session | None) -> set[int]:

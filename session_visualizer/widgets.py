@@ -232,9 +232,10 @@ class Timeline(_LiveView):
         self.total = self._tracker.step_count
         low = min(1, self.total)
         for control in (self._slider, self._play):
-            with control.hold_sync():
-                control.max, control.min = self.total, low
+            control.max = self.total
         self.show(self.total if following or self.step < low else self.step)
+        for control in (self._slider, self._play):
+            control.min = low  # after the value: a raised minimum would move the slider
 
     def _render(self) -> None:
         step = self._tracker.step_at(self.step - 1) if self.step else None

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import InstanceState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
 from session_visualizer.snapshot import (
@@ -155,7 +155,8 @@ class SessionTracker:
         self._wrapped: dict[str, Any] = {}
         self._handlers = self._make_handlers()
         for name, handler in self._handlers:
-            event.listen(self._event_target, name, handler)
+            # raw: lifecycle handlers receive the InstanceState, without a wrapper per call
+            event.listen(self._event_target, name, handler, raw=name in LIFECYCLE_EVENTS)
         self._wrap_calls()
         self._attached = True
         if isinstance(target, Session):
@@ -309,14 +310,17 @@ class SessionTracker:
             ("after_transaction_end", self._on_transaction_end),
         ]
 
-    def _lifecycle_handler(self, name: str) -> Callable[[Session, object], None]:
+    def _lifecycle_handler(self, name: str) -> Callable[[Session, InstanceState], None]:
         """The handler of one lifecycle event: it runs once per object, so it is kept short."""
         records = self._records
         step_name = "load" if name == "loaded_as_persistent" else name
 
         local = self._local
 
-        def handler(session: Session, obj: object) -> None:
+        def handler(session: Session, state: InstanceState) -> None:
+            obj = state.obj()
+            if obj is None:  # collected meanwhile: SQLAlchemy's own wrapper skips these too
+                return
             record = records.get(id(obj))
             if record is None or record() is not obj:
                 record = self._record_for(obj)

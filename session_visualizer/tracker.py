@@ -56,6 +56,8 @@ TRACKED_CALLS = (
 RESULT_CALLS = frozenset({"execute", "scalars"})
 # Calls that emit no SQL: a run of the same one (a loop of add()) makes a single step.
 MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
+# Calls whose step stays open after they return, for one of the two reasons above.
+LINGERING_CALLS = RESULT_CALLS | MERGEABLE_CALLS
 # Calls that may change every object of the session without a lifecycle event (expiry).
 WHOLE_SESSION_CALLS = frozenset({"commit", "rollback", "expire", "expire_all", "refresh", "merge"})
 # Session events that can happen outside any call (the end of a ``with session.begin():`` block).
@@ -312,10 +314,8 @@ class SessionTracker:
 
     def _lifecycle_handler(self, name: str) -> Callable[[Session, InstanceState], None]:
         """The handler of one lifecycle event: it runs once per object, so it is kept short."""
-        records = self._records
+        records, local = self._records, self._local
         step_name = "load" if name == "loaded_as_persistent" else name
-
-        local = self._local
 
         def handler(session: Session, state: InstanceState) -> None:
             obj = state.obj()
@@ -342,9 +342,8 @@ class SessionTracker:
     def _wrapper(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         """``method`` recorded as a step when it is the outermost tracked call of its thread."""
         bound = not isinstance(self._method_owner, type)
-
         local = self._local
-        lingers = name in RESULT_CALLS | MERGEABLE_CALLS
+        lingers = name in LINGERING_CALLS
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -375,7 +374,7 @@ class SessionTracker:
         """Close the step, or keep it open for rows still to load or the same call again."""
         if name in ("close", "reset"):
             builder.mark("close")
-        if builder.error is None and name in RESULT_CALLS | MERGEABLE_CALLS:
+        if builder.error is None and name in LINGERING_CALLS:
             if not builder.lingering:
                 builder.lingering = True
                 self._notify(None)

@@ -27,6 +27,7 @@ import signal
 import tempfile
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.util import Finalize
 from pathlib import Path
@@ -37,7 +38,7 @@ from traitlets.config import Config
 from autograder.course import Course, GradingRecord, Submission
 from autograder.execute import ExecutionResult, NotebookRunner
 from autograder.feedback import feedback_exporter, write_feedback
-from autograder.gradebook import GradebookWriter, NotebookJob, OpenSubmission
+from autograder.gradebook import GradebookWriter, GradingError, NotebookJob, OpenSubmission
 from autograder.sandbox import SandboxPolicy
 
 PR_SET_PDEATHSIG = 1
@@ -177,6 +178,11 @@ def _run_pool(
         for future in done:
             opened, notebook = running.pop(future)
             error = future.exception()
+            if isinstance(error, BrokenProcessPool):
+                raise GradingError(
+                    "a grading worker died (out of memory?); the submissions it held have no "
+                    "grade yet: run the command again to finish them"
+                ) from error
             if notebook is None:
                 if error is not None:
                     opened.problems.append(f"feedback failed: {error}")

@@ -35,8 +35,9 @@ class _LiveView(widgets.VBox):
     kind: ClassVar[str]
     text = Unicode("", help="The deterministic plain-text representation.")
 
-    def __init__(self, tracker: SessionTracker, children: list[widgets.Widget]) -> None:
-        super().__init__(children=children)
+    def __init__(self, tracker: SessionTracker, controls: tuple[widgets.Widget, ...] = ()) -> None:
+        self._body = widgets.HTML()
+        super().__init__(children=[*controls, self._body])
         self.add_class(f"sv-{self.kind}")
         self._tracker = tracker
         self._schedule_lock = threading.Lock()
@@ -59,7 +60,7 @@ class _LiveView(widgets.VBox):
 
     def static_html(self) -> str:
         """The HTML shown where no widget JavaScript runs."""
-        raise NotImplementedError
+        return self._body.value
 
     def _update(self) -> None:
         raise NotImplementedError
@@ -122,8 +123,7 @@ class ObjectCard(_LiveView):
     marked_deleted = Bool(False)
 
     def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        self._body = widgets.HTML()
-        super().__init__(tracker, [self._body])
+        super().__init__(tracker)
         self._key = tracker.watch(obj, label).key
         self._follow()
 
@@ -135,9 +135,6 @@ class ObjectCard(_LiveView):
         self.marked_deleted = snapshot.marked_deleted
         self.text = render.object_card_text(snapshot)
         self._body.value = render.object_card_html(snapshot)
-
-    def static_html(self) -> str:
-        return self._body.value
 
 
 class SessionPanel(_LiveView):
@@ -152,8 +149,7 @@ class SessionPanel(_LiveView):
 
     def __init__(self, tracker: SessionTracker, session: Session | scoped_session) -> None:
         self._session = session() if isinstance(session, scoped_session) else session
-        self._body = widgets.HTML()
-        super().__init__(tracker, [self._body])
+        super().__init__(tracker)
         self._follow()
 
     def _update(self) -> None:
@@ -163,9 +159,6 @@ class SessionPanel(_LiveView):
         self.in_transaction = snapshot.in_transaction
         self.text = render.session_panel_text(snapshot)
         self._body.value = render.session_panel_html(snapshot)
-
-    def static_html(self) -> str:
-        return self._body.value
 
 
 class StateDiagram(_LiveView):
@@ -177,8 +170,7 @@ class StateDiagram(_LiveView):
     last_call = Unicode(None, allow_none=True, help="the call it happened in, e.g. commit()")
 
     def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        self._body = widgets.HTML()
-        super().__init__(tracker, [self._body])
+        super().__init__(tracker)
         self._key = tracker.watch(obj, label).key
         self._follow()
 
@@ -189,9 +181,6 @@ class StateDiagram(_LiveView):
         self.last_event, self.last_call = (last[0].event, last[1]) if last else (None, None)
         self.text = render.state_diagram_text(snapshot, last)
         self._body.value = render.state_diagram_svg(snapshot, last)
-
-    def static_html(self) -> str:
-        return self._body.value
 
 
 class Timeline(_LiveView):
@@ -213,9 +202,8 @@ class Timeline(_LiveView):
                                        layout=widgets.Layout(width="40px"))
         self._back.on_click(lambda _button: self.show(self.step - 1))
         self._forward.on_click(lambda _button: self.show(self.step + 1))
-        self._body = widgets.HTML()
         controls = widgets.HBox([self._back, self._play, self._forward, self._slider])
-        super().__init__(tracker, [controls, self._body])
+        super().__init__(tracker, (controls,))
         self._slider.observe(lambda change: self.show(change["new"]), names="value")
         self._follow()
 

@@ -30,6 +30,7 @@ from playwright.sync_api import (
     Locator,
     Page,
     Playwright,
+    WebSocket,
     expect,
 )
 
@@ -176,6 +177,7 @@ class JupyterLabPage:
     page: Page
     lab_url: str
     errors: list[str] = field(default_factory=list)
+    last_message: float = 0.0  # time.monotonic() of the last kernel message sent or received
 
     @classmethod
     def load(cls, context: BrowserContext, server: LabServer) -> JupyterLabPage:
@@ -184,6 +186,7 @@ class JupyterLabPage:
         lab.page.set_default_timeout(20_000)
         lab.page.on("console", lab._record_console)
         lab.page.on("pageerror", lambda error: lab.errors.append(f"pageerror: {error}"))
+        lab.page.on("websocket", lab._watch_messages)
         lab.reload()
         return lab
 
@@ -191,6 +194,22 @@ class JupyterLabPage:
         """Load JupyterLab afresh, with no tab open."""
         self.page.goto(self.lab_url)
         expect(self.page.locator(".jp-DirListing-content")).to_be_visible()
+
+    def _watch_messages(self, websocket: WebSocket) -> None:
+        for event in ("framesent", "framereceived"):
+            websocket.on(event, lambda _frame: setattr(self, "last_message", time.monotonic()))
+
+    def wait_until_quiet(self, quiet: float = 0.5, timeout: float = 30) -> None:
+        """Wait until no kernel message went either way for `quiet` seconds.
+
+        The kernel's "Idle" does not end the exchange: a widget's view may still answer an
+        update (a jslink, say) and the kernel answer that in turn.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self.last_message < quiet:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kernel messages still flowing after {timeout} s")
+            self.page.wait_for_timeout(100)
 
     def _record_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
@@ -293,6 +312,7 @@ class NotebookPage:
         for index, prompt in self._code_prompts(indexes):
             expect(prompt, f"cell {index} has run").to_have_text(EXECUTED_PROMPT)
         self.wait_until_idle()
+        self.lab.wait_until_quiet()
 
     def _expect_not_run(self, indexes: range) -> None:
         for index, prompt in self._code_prompts(indexes):

@@ -46,7 +46,7 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
 @pytest.fixture(scope="module")
 def lab_page(lab_server: LabServer) -> Iterator[JupyterLabPage]:
     """JupyterLab, loaded once in headless Chromium."""
-    expect.set_options(timeout=60_000)  # JupyterLab takes 5-10 s to load here
+    expect.set_options(timeout=30_000)  # JupyterLab takes 5-10 s to load here, more under load
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         try:

@@ -195,7 +195,9 @@ class Timeline(_LiveView):
         self._slider = widgets.IntSlider(min=0, max=0, value=0, description="step",
                                          continuous_update=False)
         self._play = widgets.Play(min=0, max=0, value=0, interval=interval_ms)
-        widgets.jslink((self._play, "value"), (self._slider, "value"))
+        # Linked in the kernel, not the browser: a browser-side link echoes the Play button's stale
+        # value back into the slider and pins the timeline to step 1.
+        widgets.link((self._play, "value"), (self._slider, "value"))
         self._back = widgets.Button(description="", icon="step-backward", tooltip="back",
                                     layout=widgets.Layout(width="40px"))
         self._forward = widgets.Button(description="", icon="step-forward", tooltip="forward",

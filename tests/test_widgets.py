@@ -150,16 +150,17 @@ def test_timeline_follows_new_steps_and_replays_old_ones(session):
     ]
     controls = timeline.children[0]
     back, play, forward, slider = controls.children
+    assert play.value == slider.value == 2  # the play button starts from the step shown
     back.click()
-    assert (timeline.step, slider.value) == (1, 1)
+    assert (timeline.step, slider.value, play.value) == (1, 1, 1)
     back.click()
     assert timeline.step == 1  # no step 0
     forward.click()
     forward.click()
     forward.click()
     assert timeline.step == 3
-    slider.value = 2  # what the Play button does, through jslink, in the browser
-    assert timeline.call == "commit()"
+    play.value = 2  # what pressing play does
+    assert (timeline.call, slider.value) == ("commit()", 2)
     assert (slider.max, play.max) == (3, 3)
     session.add(mary)  # while an old step is shown, new steps do not move the slider
     mary.name = "Maria"

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: course test system-packages
+.PHONY: course test system-packages lessons
 
 # A virtual environment with the course and everything its tests need.
 $(VENV)/.installed: pyproject.toml
@@ -27,3 +27,7 @@ system-packages:
 test: $(VENV)/.installed system-packages
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+## Re-execute every lesson and store its outputs (after changing a lesson or the visualizers).
+lessons: $(VENV)/.installed
+	$(BIN)/python tools/execute_lessons.py

@@ -1,0 +1,42 @@
+"""Re-execute lessons top to bottom and save them with outputs that nbval and students can use.
+
+Usage: python tools/execute_lessons.py [notebooks/NN-name.ipynb ...]   (default: every lesson)
+
+A widget's view output names a model id that exists only in the kernel that made it: reopened later,
+it shows "model not found" instead of the widget. So the view output is dropped and the widget's
+text and static HTML are kept; running the cell again in JupyterLab brings the live widget back.
+Only the fields a reader needs are kept in the notebook's metadata.
+"""
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+LESSONS = Path(__file__).resolve().parents[1] / "notebooks"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def execute_lesson(path: Path) -> None:
+    """Run the notebook at ``path`` in a fresh kernel, in its own folder, and save it in place."""
+    notebook = nbformat.read(path, as_version=4)
+    in_its_folder = {"metadata": {"path": str(path.parent)}}
+    NotebookClient(notebook, timeout=120, resources=in_its_folder).execute()
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+        cell.metadata.pop("execution", None)
+    notebook.metadata = nbformat.from_dict(
+        {
+            "kernelspec": notebook.metadata["kernelspec"],
+            "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+        }
+    )
+    nbformat.write(notebook, path)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or sorted(LESSONS.glob("[0-9]*.ipynb")):
+        print(f"executing {name}")
+        execute_lesson(Path(name))

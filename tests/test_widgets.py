@@ -53,6 +53,11 @@ def sent(monkeypatch) -> list[dict]:
     return messages
 
 
+def every_widget(tracker: SessionTracker, session: Session, user: User) -> list:
+    return [ObjectCard(tracker, user), SessionPanel(tracker, session),
+            StateDiagram(tracker, user), Timeline(tracker)]
+
+
 def test_object_card_follows_an_object_through_its_states(session):
     tracker = SessionTracker(session)
     mary = User(name="Mary")
@@ -195,8 +200,7 @@ def run_story() -> list[dict]:
     with Session(engine) as session:
         tracker = SessionTracker(session)
         mary = User(name="Mary")
-        views = [ObjectCard(tracker, mary), SessionPanel(tracker, session),
-                 StateDiagram(tracker, mary), Timeline(tracker)]
+        views = every_widget(tracker, session, mary)
         session.add(mary)
         session.commit()
         session.scalars(select(User)).all()
@@ -230,8 +234,7 @@ def bulk_story(count: int) -> None:
     with Session(engine) as session:
         tracker = SessionTracker(session)
         users = [User(name=f"user {number}") for number in range(count)]
-        views = [ObjectCard(tracker, users[0]), SessionPanel(tracker, session),
-                 StateDiagram(tracker, users[0]), Timeline(tracker)]
+        views = every_widget(tracker, session, users[0])
         session.add_all(users)
         session.commit()
         session.scalars(select(User)).all()
@@ -256,8 +259,7 @@ async def loop_story(count: int) -> None:
     with Session(engine) as session:
         tracker = SessionTracker(session)
         users = [User(name=f"user {number}") for number in range(count)]
-        views = [ObjectCard(tracker, users[0]), SessionPanel(tracker, session),
-                 StateDiagram(tracker, users[0]), Timeline(tracker)]
+        views = every_widget(tracker, session, users[0])
         for user in users:
             session.add(user)
             session.flush()

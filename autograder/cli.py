@@ -263,6 +263,8 @@ def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `course-grade` console script."""
     args = build_parser().parse_args(argv)
+    # nbgrader runs the `alembic` program installed beside this Python by name.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if getattr(args, "assignment_id", None):
         args.assignment = args.assignment or args.assignment_id
     extra = Config()

@@ -229,10 +229,3 @@ class NotebookRunner:
         if spare is not None:
             spare.close()
         return KernelSlot(self.policy, self.config, kernel_name, self.scratch)
-
-
-def execute_notebook(
-    notebook_json: str, workdir: str, policy: SandboxPolicy, config: object
-) -> ExecutionResult:
-    """Run one sanitized notebook with the files of `workdir`, under `policy`."""
-    return NotebookRunner(policy, config, prefetch=False).run(notebook_json, workdir)

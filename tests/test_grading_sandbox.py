@@ -17,7 +17,7 @@ import pytest
 from test_grading_helpers import ASSIGNMENT, make_course, scores, solved, submit
 from traitlets.config import Config
 
-from autograder.execute import execute_notebook
+from autograder.execute import NotebookRunner
 from autograder.sandbox import SandboxPolicy, make_policy, sandbox_problem
 
 MEMORY_LIMIT = 768 * 1024**2  # an idle kernel needs about 550 MiB of address space
@@ -71,7 +71,7 @@ def sandboxed_outputs(tmp_path_factory):
     config = Config()
     config.Execute.timeout = 30
     assert sandbox_problem(policy, root / "probe") is None
-    result = execute_notebook(nbformat.writes(nb), str(workdir), policy, config)
+    result = NotebookRunner(policy, config, prefetch=False).run(nbformat.writes(nb), str(workdir))
     listener.close()
     executed = nbformat.reads(result.notebook_json, as_version=4)
     outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in executed.cells]

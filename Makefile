@@ -4,19 +4,26 @@ BIN := $(VENV)/bin
 # nbgrader runs `alembic` by name, so the environment's bin folder must be on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# JupyterLab settings of the course: saved notebooks keep their widgets' state (see jupyter-settings/).
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/sqlalchemy-sessions.json
+# The student's own copies of the lessons and assignments (ignored by git).
+WORKSPACE := workspace
 
 .PHONY: course test system-packages lessons
 
 # A virtual environment with the course and everything its tests need.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml jupyter-settings/overrides.json
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	install -D -m 644 jupyter-settings/overrides.json $(LAB_SETTINGS)
 	touch $@
 
-## Install everything and open the course in JupyterLab, at the first lesson.
+## Install everything and open the course in JupyterLab, at the first lesson, in the student's copies.
 course: $(VENV)/.installed
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=. notebooks/01-session-lifecycle.ipynb
+	$(BIN)/python tools/working_copies.py $(WORKSPACE)
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(WORKSPACE) \
+	  $(WORKSPACE)/notebooks/01-session-lifecycle.ipynb
 
 ## Debian packages the tests use: Chromium for the browser test, bubblewrap for the grading sandbox.
 system-packages:

@@ -30,6 +30,7 @@ from nbgrader.preprocessors import ClearHiddenTests, Execute
 from sqlalchemy.exc import SAWarning
 
 from autograder.course import Course, GradingRecord, Submission
+from autograder.duplicates import ResolveCellCopies
 from autograder.execute import ExecutionResult
 
 
@@ -72,6 +73,7 @@ class GradebookWriter:
             if not issubclass(pp, Execute)
         ]
         self.hidden_tests = ClearHiddenTests(config=course.config)
+        self.copies = ResolveCellCopies(config=course.config)
         self.staging_root = course.state_folder / "staging" / uuid.uuid4().hex[:8]
 
     def notebooks_of(self, assignment: str) -> list[str]:
@@ -110,6 +112,8 @@ class GradebookWriter:
                 self._zero_notebook(submission, name)
                 continue
             try:
+                nb, _ = self.copies.preprocess(nb, self._resources(submission, name))
+                opened.problems += [f"{name}.ipynb {change}" for change in self.copies.changes]
                 changes = self._test_cell_changes(submission, name, nb)
                 nb = self._sanitize(submission, name, nb)
             except Exception as error:  # e.g. nbgrader metadata the student broke

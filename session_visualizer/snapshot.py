@@ -173,6 +173,8 @@ class Step:
     error: str | None = None  # the exception class name, if the call raised
     session_key: int | None = None  # internal only: never rendered
     calls: int = 1  # consecutive identical calls (add(), add(), ...) make one step
+    session_label: str = ""  # "session 1", "session 2"...: in the order the tracker first saw them
+    thread: str = ""  # the name of the thread that made the step
 
     @property
     def transitions(self) -> tuple[Transition, ...]:

@@ -16,6 +16,7 @@ tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import threading
 import weakref
@@ -58,8 +59,13 @@ RESULT_CALLS = frozenset({"execute", "scalars"})
 MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
 # Calls whose step stays open after they return, for one of the two reasons above.
 LINGERING_CALLS = RESULT_CALLS | MERGEABLE_CALLS
-# Calls that may change every object of the session without a lifecycle event (expiry).
-WHOLE_SESSION_CALLS = frozenset({"commit", "rollback", "expire", "expire_all", "refresh", "merge"})
+# The name of a step of changes made outside any call (see ``SessionTracker.catch_up``).
+BETWEEN_CALLS = "between calls"
+# Calls that may change every object of the session without a lifecycle event (expiry);
+# "between calls" re-reads them all too.
+WHOLE_SESSION_CALLS = frozenset(
+    {"commit", "rollback", "expire", "expire_all", "refresh", "merge", BETWEEN_CALLS}
+)
 # Session events that can happen outside any call (the end of a ``with session.begin():`` block).
 SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 # At most this many objects per step get a repr() label: views list only the first few.
@@ -73,23 +79,33 @@ class _Record(weakref.ref):
     the object, or None once it is collected), its label and its last snapshot row."""
 
     __slots__ = (
-        "key", "object_id", "records", "class_name", "label", "fixed_label", "settled_label",
-        "latest", "last_step", "last_position",
+        "key", "object_id", "records", "history", "class_name", "label", "fixed_label",
+        "settled_label", "clean_label", "flushed_change", "latest", "last_step", "last_position",
+        "gone_from",
     )
 
-    def __new__(cls, obj: object, key: int, records: dict[int, _Record]) -> _Record:
+    def __new__(
+        cls, obj: object, key: int, records: dict[int, _Record], history: list[Step]
+    ) -> _Record:
         return super().__new__(cls, obj, _forget)
 
-    def __init__(self, obj: object, key: int, records: dict[int, _Record]) -> None:
+    def __init__(
+        self, obj: object, key: int, records: dict[int, _Record], history: list[Step]
+    ) -> None:
         insp = instance_state(obj)
-        self.key, self.object_id, self.records = key, id(obj), records
+        self.key, self.object_id, self.records, self.history = key, id(obj), records, history
         self.class_name = insp.class_.__name__
         self.label = fallback_label(insp)
         self.fixed_label = False  # given to watch(): never replaced
         self.settled_label = False  # a repr(); False while it is the class-and-identity fallback
+        # the last label read with no change to the database row in the current transaction:
+        # what a rollback restores (the rolled-back object is expired, so it cannot be re-read)
+        self.clean_label: str | None = None
+        self.flushed_change = False  # this transaction flushed a change to its row
         self.latest: tuple | None = None  # the last snapshot row (earlier ones: in the steps)
         self.last_step = -1  # its last lifecycle transition: step index, position in that step
         self.last_position = 0
+        self.gone_from: int | None = None  # the index of the first step it did not live through
 
 
 @dataclass(eq=False)
@@ -98,6 +114,7 @@ class _StepBuilder:
 
     call: str  # "add()", or for a step outside any call the name of its first event
     session: Session | None
+    thread: str = field(default_factory=lambda: threading.current_thread().name)
     name: str | None = None  # the Session method, None outside any call
     calls: int = 0
     lingering: bool = False  # the call returned; rows still to load or more calls may join
@@ -151,6 +168,8 @@ class SessionTracker:
         self._records: dict[int, _Record] = {}  # by id(obj), only while the object lives
         self._all_records: list[_Record] = []  # by tracker key
         self._sessions: dict[int, _SessionMembers] = {}
+        self._session_labels: dict[int, str] = {}  # by Session.hash_key, in order of first sight
+        self._session_refs: dict[int, weakref.ref[Session]] = {}  # the same sessions
         self._listeners: list[Listener] = []
         self._engines: set[Engine] = set()
         self._event_target, self._method_owner = _resolve_target(target)
@@ -181,9 +200,9 @@ class SessionTracker:
 
     def step_at(self, index: int) -> Step:
         """The step at ``index`` (counted from 0)."""
+        self.settle()
         with self._lock:
             return self._history[index]
-
     def state_of(self, obj: object) -> str:
         """The object's state after the last step (one of ``STATES``)."""
         self.settle()
@@ -207,19 +226,60 @@ class SessionTracker:
             else:
                 _relabel([record])
             row = self._read(record, _deleted_ids(insp.session))
-            if row != record.latest:
-                self._apply(record, row)
-            return ObjectSnapshot._make(row)
+            if row == record.latest:
+                return ObjectSnapshot._make(row)
+            if record.latest is None or insp.session is None:
+                self._apply(record, row)  # first sight, or a label changed outside any session
+                return ObjectSnapshot._make(row)
+        self.catch_up()
+        return self.snapshot_of(record.key)
+
+    def catch_up(self) -> None:
+        """Record the changes made since the last step outside any Session call (an attribute
+        assigned or loaded on access) as a step ``"between calls"`` per session that has some.
+
+        Widgets call it at the end of a notebook cell, so that the history at that moment shows
+        what the cell did even without a Session call.
+        """
+        self.settle()
+        with self._lock:
+            sessions = [ref() for ref in self._session_refs.values()]
+        for session in sessions:
+            if session is not None and self._depth() == 0:
+                self._local.builder = _StepBuilder(
+                    call=BETWEEN_CALLS, session=session, name=BETWEEN_CALLS
+                )
+                self._finish()
 
     def snapshot_of(self, key: int) -> ObjectSnapshot:
         """An object's latest snapshot, by its tracker key (state ``gone`` once collected)."""
+        self.settle()
         with self._lock:
             record = self._all_records[key]
             row = record.latest or (key, record.label, GONE, "", None, (), (), False, None)
             return ObjectSnapshot._make(gone_row(row) if record() is None else row)
 
+    def snapshot_at(self, key: int, index: int) -> ObjectSnapshot:
+        """An object (by tracker key) as it was after step ``index`` (-1: before any step).
+
+        Its label is the one it had then; its state is ``gone`` only if it was collected by
+        then. Before its first row it reads as transient.
+        """
+        self.settle()
+        with self._lock:
+            record = self._all_records[key]
+            row = self._row_at(record, index)
+        if row is None:
+            first = self._row_at(record, len(self._history) - 1, first=True)
+            label = record.label if first is None else first[1]
+            row = (key, label, "transient", record.class_name, None, (), (), False, None)
+        if record.gone_from is not None and index >= record.gone_from:
+            row = gone_row(row)
+        return ObjectSnapshot._make(row)
+
     def last_transition(self, key: int) -> tuple[Transition, str] | None:
         """An object's (by tracker key) last lifecycle transition and the call it happened in."""
+        self.settle()
         with self._lock:
             record = self._all_records[key]
             if record.last_step < 0:
@@ -229,24 +289,74 @@ class SessionTracker:
         position = record.last_position
         return Transition(keys[position], labels[position], events[position]), step.call
 
+    def last_transition_at(self, key: int, index: int) -> tuple[Transition, str] | None:
+        """An object's (by tracker key) last transition up to step ``index``, and its call."""
+        self.settle()
+        with self._lock:
+            steps = self._history[: index + 1]
+        for step in reversed(steps):
+            keys, labels, events = step.transition_columns
+            if key in keys:
+                position = len(keys) - 1 - keys[::-1].index(key)
+                return Transition(key, labels[position], events[position]), step.call
+        return None
+
+    def steps_touching(self, key: int) -> list[int]:
+        """The indices of the steps where an object (by tracker key) changed or had a transition."""
+        self.settle()
+        with self._lock:
+            steps = list(self._history)
+        return [
+            step.index for step in steps
+            if key in step.transition_columns[0] or _row_position(step, key) is not None
+        ]
+
     def objects_at(self, index: int) -> list[ObjectSnapshot]:
         """Every object's snapshot after step ``index`` (those known by then), in tracker order."""
+        self.settle()
         with self._lock:
             found: dict[int, tuple] = {}
             for step in self._history[: index + 1]:
                 for row in step.change_rows:
                     found[row[0]] = row
-        return [ObjectSnapshot._make(found[key]) for key in sorted(found)]
+            records = self._all_records
+            return [
+                ObjectSnapshot._make(_as_of(found[key], records[key].gone_from, index))
+                for key in sorted(found)
+            ]
 
     def session_at(self, index: int) -> SessionSnapshot:
         """The collections of step ``index``'s session just after that step."""
+        self.settle()
         with self._lock:
             step = self._history[index]
             if index == len(self._history) - 1:  # the latest: no need to replay the history
                 return self._current(step.session_key)
-            objects = [snap for snap in self.objects_at(index)
-                       if snap.session_key == step.session_key]
-        return SessionSnapshot.from_objects(objects, step.in_transaction)
+            return self._session_as_of(step.session_key, index)
+
+    def session_snapshot_at(self, session: Session, index: int) -> SessionSnapshot:
+        """A given session's collections after step ``index`` (-1: before any step)."""
+        self.settle()
+        with self._lock:
+            return self._session_as_of(session.hash_key, index)
+
+    def _session_as_of(self, session_key: int | None, index: int) -> SessionSnapshot:
+        objects = [snap for snap in self.objects_at(index) if snap.session_key == session_key]
+        in_transaction = next(
+            (step.in_transaction for step in reversed(self._history[: index + 1])
+             if step.session_key == session_key),
+            False,
+        )
+        return SessionSnapshot.from_objects(objects, in_transaction)
+
+    def _row_at(self, record: _Record, index: int, first: bool = False) -> tuple | None:
+        """A record's last row up to step ``index`` (or its first row, if ``first``)."""
+        steps = self._history[: index + 1]
+        for step in steps if first else reversed(steps):
+            position = _row_position(step, record.key)
+            if position is not None:
+                return step.change_rows[position]
+        return None
 
     def current_session(self, session: Session) -> SessionSnapshot:
         """The session's collections after the last step."""
@@ -418,6 +528,7 @@ class SessionTracker:
             record = self._record_of(obj)
             if record is not None:
                 builder.touched[record.key] = record
+                record.flushed_change = True
 
     def _on_flush_postexec(self, session: Session, flush_context: Any) -> None:
         """Label flushed objects now: their ids are known and a commit has not expired them yet."""
@@ -446,7 +557,7 @@ class SessionTracker:
         with self._lock:
             record = self._record_of(obj)
             if record is None:
-                record = _Record(obj, len(self._all_records), self._records)
+                record = _Record(obj, len(self._all_records), self._records, self._history)
                 self._records[record.object_id] = record
                 self._all_records.append(record)
             return record
@@ -507,6 +618,7 @@ class SessionTracker:
                 else self._sessions.setdefault(session_key, _SessionMembers())
             )
             candidates = self._candidates(builder, members)
+            _end_transaction_labels(candidates, builder.events)
             _relabel(candidates)
             deleted_ids = _deleted_ids(session)
             changes = []
@@ -538,11 +650,23 @@ class SessionTracker:
                 error=builder.error,
                 session_key=session_key,
                 calls=max(builder.calls, 1),
+                session_label=self._session_label(session),
+                thread=builder.thread,
             )
             self._history.append(step)
             for position, record in enumerate(records):
                 record.last_step, record.last_position = step.index, position
         self._notify(step)
+
+    def _session_label(self, session: Session | None) -> str:
+        if session is None:
+            return ""
+        label = self._session_labels.get(session.hash_key)
+        if label is None:
+            label = f"session {len(self._session_labels) + 1}"
+            self._session_labels[session.hash_key] = label
+            self._session_refs[session.hash_key] = weakref.ref(session)
+        return label
 
     def _notify(self, step: Step | None) -> None:
         with self._lock:
@@ -560,6 +684,7 @@ _ABSENT = _Absent()
 
 def _forget(record: _Record) -> None:
     """The object was garbage-collected: its id may now be reused by another object."""
+    record.gone_from = len(record.history)
     if record.records.get(record.object_id) is record:
         del record.records[record.object_id]
 
@@ -582,10 +707,41 @@ def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None
         label = safe_label(obj, insp) if budget else None
         if label is not None:
             record.label, record.settled_label = label, True
+            if not (insp.committed_state or record.flushed_change):
+                record.clean_label = label
             budget -= 1
         elif identity_changed and (not budget or not record.settled_label):
             record.label, record.settled_label = fallback_label(insp), False
         # else: a repr would load expired attributes now; the last label stays
+
+
+def _end_transaction_labels(records: list[_Record], events: list[str]) -> None:
+    """After a commit, the labels read are the database's; after a rollback, the clean ones are."""
+    if "rollback" in events:
+        for record in records:
+            if not record.fixed_label and record.clean_label is not None:
+                record.label = record.clean_label
+            record.flushed_change = False
+    elif "commit" in events:
+        for record in records:
+            if record.flushed_change:
+                record.clean_label, record.flushed_change = record.label, False
+
+
+def _row_position(step: Step, key: int) -> int | None:
+    """Where an object's row is in a step's changes (kept in tracker order), or None."""
+    rows = step.change_rows
+    position = bisect.bisect_left(rows, key, key=_row_key)
+    return position if position < len(rows) and rows[position][0] == key else None
+
+
+def _row_key(row: tuple) -> int:
+    return row[0]
+
+
+def _as_of(row: tuple, gone_from: int | None, index: int) -> tuple:
+    """A row as it reads after step ``index``: gone if the object was collected by then."""
+    return gone_row(row) if gone_from is not None and index >= gone_from else row
 
 
 def _deleted_ids(session: Session | None) -> set[int]:

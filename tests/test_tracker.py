@@ -374,3 +374,157 @@ def test_objects_without_a_repr_are_labelled_by_their_columns_not_their_address(
 def test_a_bad_target_is_refused_with_a_clear_message():
     with pytest.raises(TypeError, match="Session instance, a sessionmaker or a scoped_session"):
         SessionTracker(Session)
+
+
+READERS = {  # reader -> (how to read it with the add() step open, what it then reads)
+    "snapshot_of": (lambda tracker, key, session: tracker.snapshot_of(key).state, "pending"),
+    "snapshot_at": (lambda tracker, key, session: tracker.snapshot_at(key, 1).state, "pending"),
+    "step_at": (lambda tracker, key, session: tracker.step_at(1).call, "add()"),
+    "objects_at": (
+        lambda tracker, key, session: [snap.state for snap in tracker.objects_at(1)],
+        ["persistent", "pending"],
+    ),
+    "session_at": (
+        lambda tracker, key, session: tracker.session_at(1).new,
+        ("User(id=None, name='Mary')",),
+    ),
+    "session_snapshot_at": (
+        lambda tracker, key, session: tracker.session_snapshot_at(session, 1).new,
+        ("User(id=None, name='Mary')",),
+    ),
+    "current_session": (
+        lambda tracker, key, session: tracker.current_session(session).new,
+        ("User(id=None, name='Mary')",),
+    ),
+    "last_transition": (
+        lambda tracker, key, session: tracker.last_transition(key)[0].event,
+        "transient_to_pending",
+    ),
+    "last_transition_at": (
+        lambda tracker, key, session: tracker.last_transition_at(key, 1)[0].event,
+        "transient_to_pending",
+    ),
+    "steps_touching": (lambda tracker, key, session: tracker.steps_touching(key), [1]),
+    "history": (lambda tracker, key, session: tracker.history[-1].call, "add()"),
+    "step_count": (lambda tracker, key, session: tracker.step_count, 2),
+}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_every_public_reader_settles_the_open_step(session, reader):
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    mary = User(name="Mary")
+    key = tracker.watch(mary).key
+    session.add(mary)  # the add() step stays open: more add() calls may join it
+    read, expected = READERS[reader]
+    assert read(tracker, key, session) == expected
+    assert tracker.state_of(john) == "persistent"
+
+
+def test_steps_name_their_session_and_thread(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+
+    def work() -> None:
+        with factory() as session:
+            session.get(User, 1)
+
+    with factory() as first:
+        first.get(User, 1)
+        worker = threading.Thread(target=work, name="worker")
+        worker.start()
+        worker.join(timeout=30)
+        first.rollback()
+    names = [(step.call, step.session_label, step.thread) for step in tracker.history]
+    assert names == [
+        ("get()", "session 1", "MainThread"),
+        ("get()", "session 2", "worker"),
+        ("close()", "session 2", "worker"),
+        ("rollback()", "session 1", "MainThread"),
+        ("close()", "session 1", "MainThread"),
+    ]
+
+
+def test_readers_at_each_step_of_a_with_block(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    mary = User(name="Mary")
+    key = tracker.watch(mary).key
+    with factory() as session, session.begin():
+        session.add(mary)
+        session.flush()
+    calls = [step.call for step in tracker.history]
+    assert calls == ["begin()", "add()", "flush()", "commit", "close()"]
+    states = [tracker.snapshot_at(key, index) for index in range(-1, len(calls))]
+    assert [(snap.state, snap.label, snap.expired) for snap in states] == [
+        ("transient", "User(id=None, name='Mary')", ()),
+        ("transient", "User(id=None, name='Mary')", ()),
+        ("pending", "User(id=None, name='Mary')", ()),
+        ("persistent", "User(id=2, name='Mary')", ()),
+        ("persistent", "User(id=2, name='Mary')", ("id", "name")),
+        ("detached", "User(id=2, name='Mary')", ("id", "name")),
+    ]
+    assert tracker.steps_touching(key) == [1, 2, 3, 4]
+    assert [tracker.last_transition_at(key, index)[1] for index in range(1, 5)] == [
+        "add()", "flush()", "flush()", "close()"
+    ]
+    assert tracker.last_transition_at(key, 0) is None
+    panels = [tracker.session_snapshot_at(session, index) for index in range(5)]
+    assert [(panel.new, panel.identity_map, panel.in_transaction) for panel in panels] == [
+        ((), (), True),
+        (("User(id=None, name='Mary')",), (), True),
+        ((), ("User(id=2, name='Mary')",), True),
+        ((), ("User(id=2, name='Mary')",), False),
+        ((), (), False),
+    ]
+
+
+def test_labels_at_each_step_follow_a_rollback(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    with factory() as session:
+        john = session.get(User, 1)
+        key = tracker.watch(john).key
+        john.name = "Jonathan"
+        session.flush()
+        session.rollback()
+        session.expunge(john)  # detached and expired: nothing can re-read its name
+    labels = [(step.call, tracker.snapshot_at(key, step.index).label) for step in tracker.history]
+    assert labels == [
+        ("get()", "User(id=1, name='John')"),
+        ("flush()", "User(id=1, name='Jonathan')"),
+        ("rollback()", "User(id=1, name='John')"),
+        ("expunge()", "User(id=1, name='John')"),
+        ("close()", "User(id=1, name='John')"),
+    ]
+
+
+def test_changes_between_calls_are_caught_up_as_a_step(session):
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    john.name = "Johnny"  # no Session call: no step yet
+    assert tracker.current_session(session).dirty == ()
+    tracker.catch_up()
+    step = tracker.history[-1]
+    assert (step.call, step.session_label) == ("between calls", "session 1")
+    assert tracker.session_snapshot_at(session, step.index).dirty == ("User(id=1, name='Johnny')",)
+    tracker.catch_up()  # nothing new: no step
+    assert tracker.step_count == 2
+
+
+def test_an_object_collected_reads_as_gone_only_from_then_on(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    key = tracker.watch(mary).key
+    session.add(mary)
+    session.expunge(mary)
+    session.get(User, 1)
+    del mary
+    gc.collect()
+    session.rollback()
+    assert [tracker.snapshot_at(key, index).state for index in range(4)] == [
+        "pending", "transient", "transient", "gone"
+    ]
+    assert [snap.state for snap in tracker.objects_at(2)][0] == "transient"
+    assert [snap.state for snap in tracker.objects_at(3)][0] == "gone"

@@ -257,6 +257,10 @@ class NotebookPage:
         self.lab.answer_dialog("Ok")
         expect(self.page.locator(".jp-NotebookPanel")).to_have_count(0)
 
+    def save(self) -> None:
+        """File > Save Notebook, as a student saves (the autosave does the same)."""
+        self.lab.menu("File", "Save Notebook")
+
     @property
     def panel(self) -> Locator:
         """The notebook's content area (the cells)."""

@@ -3,33 +3,21 @@
 Each widget has a deterministic `text/plain` (e.g. "ObjectCard User(id=2, name='Mary'):
 transient . pending . [persistent] . deleted . detached | key (User, (2,))") and, in the
 page, an element whose data attribute carries the same fact (`data-state="persistent"`).
-Two sources of the text:
-- the outputs saved in the notebook: each widget as it was when its cell displayed it
-  (lessons save a widget's text/plain and static HTML, not its widget view: that holds a
-  random model id);
-- a headless run with nbclient that displays every widget once more after the last cell:
-  each widget as it is at the end, which is what its live view shows after "Run All Cells".
+The outputs saved in a lesson hold each widget as it was when its cell ended (`make lessons` keeps
+a widget's text/plain and static HTML, not its widget view: that holds a random model id).
+Since a widget is pinned to the moment its cell ended, the saved text is also what its live view
+shows after "Run All Cells", and what a reopened notebook shows from its saved widget state.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import nbformat
-from nbclient import NotebookClient
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# Appended to the notebook: displays again, in order, every widget the notebook displayed.
-REDISPLAY = """\
-from IPython.display import display
-from ipywidgets import widget_serialization
-
-for model_id in {model_ids!r}:
-    display(widget_serialization["from_json"]("IPY_MODEL_" + model_id, None))
-"""
 
 
 def _read(pattern: str, **meanings: str) -> Callable[[str], str]:
@@ -85,7 +73,7 @@ class WidgetDisplay:
     cell: int
     kind: Kind
     value: str
-    model_id: str | None  # None in saved lessons: they keep no widget-view output (random ids)
+    html: str  # the static picture saved with the output
 
 
 def _describe(cell: int, output: dict) -> WidgetDisplay | None:
@@ -101,8 +89,7 @@ def _describe(cell: int, output: dict) -> WidgetDisplay | None:
         if WIDGET_VIEW in data:
             raise ValueError(f"cell {cell} displays a widget that is not a visualizer's: {text!r}")
         return None
-    model_id = data.get(WIDGET_VIEW, {}).get("model_id")
-    return WidgetDisplay(cell, kind, kind.read(text), model_id)
+    return WidgetDisplay(cell, kind, kind.read(text), data["text/html"])
 
 
 def stored_displays(notebook: nbformat.NotebookNode) -> list[WidgetDisplay]:
@@ -112,28 +99,4 @@ def stored_displays(notebook: nbformat.NotebookNode) -> list[WidgetDisplay]:
         for index, cell in enumerate(notebook.cells)
         for output in cell.get("outputs", [])
         if (display := _describe(index, output)) is not None
-    ]
-
-
-def final_displays(path: Path, workdir: Path, timeout: int = 120) -> list[WidgetDisplay]:
-    """Run the notebook at `path` headless in `workdir`: its widgets as they are at the end."""
-    notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        notebook, timeout=timeout, kernel_name="python3",
-        resources={"metadata": {"path": str(workdir)}},
-    )  # fmt: skip
-    with client.setup_kernel():
-        for index, cell in enumerate(notebook.cells):
-            client.execute_cell(cell, index)
-        displayed = stored_displays(notebook)
-        model_ids = [display.model_id for display in displayed]
-        if None in model_ids:
-            raise RuntimeError(f"{path}: a widget shows no live view in a fresh run")
-        notebook.cells.append(nbformat.v4.new_code_cell(REDISPLAY.format(model_ids=model_ids)))
-        client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
-    at_end = stored_displays(nbformat.v4.new_notebook(cells=notebook.cells[-1:]))
-    if [display.kind for display in at_end] != [display.kind for display in displayed]:
-        raise RuntimeError(f"{path}: displaying its widgets again gave {at_end}, not {displayed}")
-    return [
-        replace(before, value=after.value) for before, after in zip(displayed, at_end, strict=True)
     ]

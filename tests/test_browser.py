@@ -1,16 +1,19 @@
 """The course in a real browser: JupyterLab, Debian's Chromium, Playwright.
 
-One JupyterLab server and one Chromium for the whole module. Each test opens a notebook
-(a copy in the server's own temporary folder, so the repository is never modified), runs
-it from the Run menu like a student would, and checks what the page shows.
+One JupyterLab server and one Chromium for the whole module. The server serves working copies of
+the lessons made by the same tool as `make course` (the repository's files must never change), and
+each test runs a lesson from the Run menu like a student would, saves it, reopens it, and checks
+what the page shows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -22,23 +25,32 @@ from jupyterlab_harness import (
     launch_chromium,
     running_jupyterlab,
 )
-from lesson_widgets import KINDS, WidgetDisplay, final_displays, stored_displays
+from lesson_widgets import KINDS, WidgetDisplay, stored_displays
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPOSITORY / "notebooks"
 LESSONS = sorted(path.name for path in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 ANY_WIDGET = ", ".join(f".{kind.root_class}" for kind in KINDS.values())
 # Widget roots that are not inside another visualizer widget: one per displayed widget.
 WIDGET_ROOTS = ", ".join(f".{kind.root_class}:not(:is({ANY_WIDGET}) *)" for kind in KINDS.values())
-# The in-between states, the most telling ones to catch a live view in.
-IN_BETWEEN = ("pending", "deleted")
+# Parse a saved static picture in the page and read the text of one element of it.
+STORED_TEXT = """([html, selector]) => {
+    const template = document.createElement('template');
+    template.innerHTML = html;
+    const found = template.content.querySelector(selector);
+    return found === null ? null : found.textContent;
+}"""
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     root_dir = tmp_path_factory.mktemp("lab-root")
+    tool = REPOSITORY / "tools" / "working_copies.py"
+    subprocess.run([sys.executable, str(tool), str(root_dir)], check=True)  # as `make course` does
     with running_jupyterlab(root_dir, tmp_path_factory.mktemp("lab-state")) as server:
         yield server
 
@@ -105,44 +117,47 @@ def test_a_stock_widget_renders_and_follows_the_kernel(
     assert notebook.errors == []
 
 
+def _text(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
 def _expect_widget(notebook: NotebookPage, index: int, display: WidgetDisplay, when: str) -> None:
-    """Widget number `index` on the page is of the display's kind and shows its value."""
+    """Widget number `index` on the page is of the display's kind and shows its saved picture."""
     root = notebook.panel.locator(WIDGET_ROOTS).nth(index)
     kind, where = display.kind, f"{when}: widget {index} (displayed by cell {display.cell})"
     expect(root, f"{where} is a {kind.root_class}").to_have_class(
         re.compile(rf"\b{kind.root_class}\b")
     )
-    expect(root.locator(kind.marker), f"{where} shows {display.value}").to_have_attribute(
+    marker = root.locator(kind.marker)
+    expect(marker, f"{where} shows {display.value}").to_have_attribute(
         kind.attribute, display.value
     )
+    saved = notebook.page.evaluate(STORED_TEXT, [display.html, kind.marker])
+    assert _text(marker.text_content()) == _text(saved), f"{where}: not the picture its cell saved"
 
 
 def _expect_widgets(notebook: NotebookPage, expected: list[WidgetDisplay], when: str) -> None:
-    """The page shows exactly the expected visualizer widgets, in order, with their values."""
+    """The page shows exactly the expected visualizer widgets, in order, as saved."""
     roots = notebook.panel.locator(WIDGET_ROOTS)
     expect(roots, f"{when}: one rendered widget per display").to_have_count(len(expected))
     for index, display in enumerate(expected):
         _expect_widget(notebook, index, display, when)
 
 
-def _changing_widget(
-    stored: list[WidgetDisplay], final: list[WidgetDisplay], cell_count: int
-) -> int | None:
-    """The widget whose value later cells change, an object caught in-between preferred."""
-    changing = [
-        index
-        for index, (before, after) in enumerate(zip(stored, final, strict=True))
-        if before.value != after.value and before.cell + 1 < cell_count
-    ]
-    return min(
-        changing,
-        key=lambda index: (
-            stored[index].kind.attribute != "data-state",
-            stored[index].value not in IN_BETWEEN,
-            index,
-        ),
-        default=None,
-    )
+def _digest(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+
+
+def _wait_for_saved_widget_state(path: Path, timeout: float = 30) -> nbformat.NotebookNode:
+    """The notebook as saved on disk, once it holds the widget state JupyterLab saves with it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        saved = nbformat.read(path, as_version=4)
+        if WIDGET_STATE in saved.metadata.get("widgets", {}):
+            return saved
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} was saved without its widget state")
+        time.sleep(0.25)
 
 
 def test_lessons_are_found() -> None:
@@ -156,41 +171,33 @@ def test_lesson_in_jupyterlab(
     open_notebook: Callable[[str], NotebookPage],
     tmp_path: Path,
 ) -> None:
-    """A lesson in JupyterLab: its widgets render, show the right states and follow the cells.
+    """A lesson in JupyterLab: every widget shows the moment of its cell, before and after a run
+    and after a save and a reopen; the repository's lessons never change.
 
-    Before running: the saved static widgets show. Run All Cells: every widget renders and
-    shows what it shows at the end of a headless run. Then, for a widget that later cells
-    change: restart and run up to its cell (it must show what the notebook saved there; a
-    screenshot goes to tmp_path), run the rest (it must change to its final value). No
-    JavaScript error all along.
+    Opened: the saved static pictures show. Run All Cells: every widget renders and shows what its
+    cell saved (a headless run at that cell), although later cells changed the objects. Saved,
+    closed with its kernel and reopened: every widget shows the same from the saved widget state,
+    never "model not found". No JavaScript error all along.
     """
-    path = Path(shutil.copy(NOTEBOOKS / lesson, lab_server.root_dir / lesson))
-    notebook_json = nbformat.read(path, as_version=4)
-    stored = stored_displays(notebook_json)
-    with ThreadPoolExecutor(max_workers=1) as headless:  # meanwhile, the browser works
-        final_run = headless.submit(final_displays, path, tmp_path)
-        notebook = open_notebook(lesson)
-        expect(notebook.panel.locator(WIDGET_ROOTS), f"{lesson}: saved widgets").to_have_count(
-            len(stored)
-        )
-        notebook.run_all()
-        final = final_run.result()
-    assert [d.kind.root_class for d in stored] == [d.kind.root_class for d in final], (
-        f"{lesson}: its saved outputs show other widgets than a fresh run: re-run and save it"
+    tracked = _digest(NOTEBOOKS)
+    path = lab_server.root_dir / "notebooks" / lesson
+    stored = stored_displays(nbformat.read(path, as_version=4))
+    assert stored, f"{lesson}: no visualizer widget in its saved outputs"
+    notebook = open_notebook(f"notebooks/{lesson}")
+    expect(notebook.panel.locator(WIDGET_ROOTS), f"{lesson}: saved widgets").to_have_count(
+        len(stored)
     )
-    _expect_widgets(notebook, final, f"{lesson} after Run All Cells")
-
-    changing = _changing_widget(stored, final, len(notebook_json.cells))
-    assert changing is not None, f"{lesson}: no widget changes after its cell displayed it"
-    cell = stored[changing].cell
-    notebook.restart_and_run_to(cell)
-    when = f"{lesson} run up to cell {cell}"
-    shown = [display for display in stored if display.cell <= cell]
-    expect(notebook.panel.locator(WIDGET_ROOTS), when).to_have_count(len(shown))
-    _expect_widget(notebook, changing, stored[changing], when)
-    notebook.screenshot(
-        tmp_path / f"{path.stem}.png", notebook.panel.locator(WIDGET_ROOTS).nth(changing)
-    )
-    notebook.run_from(cell + 1)
-    _expect_widgets(notebook, final, f"{lesson} after running the cells below {cell}")
+    notebook.run_all()
+    _expect_widgets(notebook, stored, f"{lesson} after Run All Cells")
+    notebook.screenshot(tmp_path / f"{path.stem}.png", notebook.panel.locator(WIDGET_ROOTS).last)
     assert notebook.errors == [], f"{lesson}: JavaScript errors in the page"
+
+    notebook.save()
+    _wait_for_saved_widget_state(path)
+    notebook.close()
+    lab_server.shutdown_kernels()
+    reopened = open_notebook(f"notebooks/{lesson}")
+    _expect_widgets(reopened, stored, f"{lesson} saved and reopened")
+    expect(reopened.panel.get_by_text("Error displaying widget")).to_have_count(0)
+    assert reopened.errors == [], f"{lesson}: JavaScript errors after reopening"
+    assert _digest(NOTEBOOKS) == tracked, "a lesson file of the repository changed"

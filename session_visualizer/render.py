@@ -25,14 +25,22 @@ from session_visualizer.snapshot import (
 MAX_ITEMS = 8  # members, transitions or statements listed before "+N more"
 MAX_SQL_CHARS = 160
 
+# Every text/background pair below meets WCAG AA (contrast at least 4.5:1): white on each state
+# colour, each state colour on white, muted text on the unlit background (tests/test_widgets.py).
+WHITE = "#ffffff"
+INK = "#222222"  # body text, on white
+MUTED = "#595959"  # unlit lights' text, arrows and their labels, the database node
+UNLIT = "#f2f2f2"  # unlit lights' background
+HIGHLIGHT = "#c2185b"  # the last transition
 STATE_COLORS = {
-    "transient": "#8a8a8a",
-    "pending": "#e8a317",
-    "persistent": "#2e9d4f",
-    "deleted": "#d9534f",
-    "detached": "#4a7fc1",
+    "transient": "#5f6368",
+    "pending": "#8a5300",
+    "persistent": "#1e7b3a",
+    "deleted": "#b3261e",
+    "detached": "#2f62a8",
+    GONE: "#4a4a4a",
 }
-UNLIT = "#e4e4e4"
+BOX = f"background:{WHITE};color:{INK};padding:4px"  # views set their own colours (dark themes)
 
 # The call that typically causes each lifecycle event: the arrows of the state diagram.
 EVENT_CALLS = {
@@ -101,15 +109,28 @@ def object_card_text(snapshot: ObjectSnapshot) -> str:
     return " | ".join(parts)
 
 
+def _light(state: str, lit: bool) -> str:
+    """One state as a pill: lit in its colour (white text, bold, ``aria-current``) or unlit."""
+    background, color = (STATE_COLORS[state], WHITE) if lit else (UNLIT, MUTED)
+    current = ' aria-current="true"' if lit else ""
+    weight = ";font-weight:bold" if lit else ""
+    return (
+        f'<span class="sv-light{" sv-lit" if lit else ""}" data-light="{state}"{current} '
+        'style="display:inline-block;margin-right:4px;padding:2px 8px;border-radius:10px;'
+        f'border:1px solid {STATE_COLORS[state]};background:{background};color:{color}{weight}">'
+        f"{state}</span>"
+    )
+
+
 def object_card_html(snapshot: ObjectSnapshot) -> str:
-    """The card's body: a row of five lights (current one lit), identity, changed and expired."""
-    lights = "".join(
-        f'<span class="sv-light{" sv-lit" if state == snapshot.state else ""}" '
-        f'data-light="{state}" style="display:inline-block;margin-right:4px;padding:2px 8px;'
-        f"border-radius:10px;background:"
-        f'{STATE_COLORS[state] if state == snapshot.state else UNLIT};'
-        f'color:{"#fff" if state == snapshot.state else "#666"}">{state}</span>'
-        for state in STATES
+    """The card's body: the state named, a row of five lights (current one lit; a sixth, "gone",
+    once the object was garbage-collected), identity, changed and expired."""
+    gone = snapshot.state == GONE
+    lights = "".join(_light(state, state == snapshot.state) for state in STATES)
+    lights += _light(GONE, True) if gone else ""
+    state = (
+        f"<b>{GONE}</b>: garbage-collected, nothing refers to it any more" if gone
+        else f"<b>{snapshot.state}</b>"
     )
     rows = [
         ("identity", "identity key", snapshot.identity or "none"),
@@ -124,8 +145,9 @@ def object_card_html(snapshot: ObjectSnapshot) -> str:
         for css, title, value in rows
     )
     return (
-        f'<div class="sv-card-body" data-state="{snapshot.state}">'
+        f'<div class="sv-card-body" data-state="{snapshot.state}" style="{BOX}">'
         f'<div class="sv-label" style="font-weight:bold">{escape(snapshot.label)}</div>'
+        f'<div class="sv-state">state: {state}</div>'
         f'<div class="sv-lights">{lights}</div>'
         f"<table>{details}</table></div>"
     )
@@ -151,13 +173,14 @@ def session_panel_html(snapshot: SessionSnapshot) -> str:
         items = "".join(f"<li><code>{escape(item)}</code></li>" for item in _bounded(members))
         boxes.append(
             f'<div class="sv-group" data-group="{name}" data-count="{len(members)}" '
-            'style="flex:1;min-width:140px;border:1px solid #ccc;border-radius:4px;padding:4px">'
+            f'style="flex:1;min-width:140px;border:1px solid {MUTED};border-radius:4px;'
+            'padding:4px">'
             f"<b>{title}</b> ({len(members)})<ul style=\"margin:2px 0;padding-left:18px\">"
             f"{items}</ul></div>"
         )
     transaction = "open" if snapshot.in_transaction else "none"
     return (
-        f'<div class="sv-panel-body" data-transaction="{transaction}">'
+        f'<div class="sv-panel-body" data-transaction="{transaction}" style="{BOX}">'
         f"<div>transaction: <b>{transaction}</b></div>"
         f'<div style="display:flex;gap:6px;flex-wrap:wrap">{"".join(boxes)}</div></div>'
     )
@@ -200,7 +223,7 @@ def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
     label_x = (sx + ex) / 2 + normal_x * 8
     label_y = (sy + ey) / 2 + normal_y * 8 + 4
     anchor = "start" if normal_x > 0.3 else "end" if normal_x < -0.3 else "middle"
-    color, width = ("#c2185b", 3) if last else ("#777", 1.2)
+    color, width = (HIGHLIGHT, 3) if last else (MUTED, 1.2)
     marker = "sv-arrow-last" if last else "sv-arrow"
     return (
         f'<g class="sv-edge{" sv-last" if last else ""}" data-edge="{event_name}">'
@@ -214,10 +237,10 @@ def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
 def _node_svg(state: str, current: bool) -> str:
     x, y = NODE_POSITIONS[state]
     if state == "database":
-        fill, stroke, text_color = "#fff", "#aaa", "#777"
+        fill, stroke, text_color = WHITE, MUTED, MUTED
     else:
-        fill = STATE_COLORS[state] if current else "#fff"
-        stroke, text_color = STATE_COLORS[state], "#fff" if current else STATE_COLORS[state]
+        fill = STATE_COLORS[state] if current else WHITE
+        stroke, text_color = STATE_COLORS[state], WHITE if current else STATE_COLORS[state]
     return (
         f'<g class="sv-node{" sv-current" if current else ""}" data-node="{state}">'
         f'<rect x="{x - NODE_HALF_WIDTH}" y="{y - NODE_HALF_HEIGHT}" width="{2 * NODE_HALF_WIDTH}" '
@@ -231,6 +254,8 @@ def _node_svg(state: str, current: bool) -> str:
 def state_diagram_text(snapshot: ObjectSnapshot, last: tuple[Transition, str] | None) -> str:
     """``StateDiagram User(...): [persistent] | last pending -> persistent in commit()``"""
     head = f"StateDiagram {snapshot.label}: [{snapshot.state}]"
+    if snapshot.state == GONE:
+        head += " (garbage-collected)"
     if last is None:
         return f"{head} | no transition recorded"
     transition, call = last
@@ -250,23 +275,56 @@ def state_diagram_svg(snapshot: ObjectSnapshot, last: tuple[Transition, str] | N
         f'<marker id="{name}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" '
         'markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
         f'<path d="M0,0 L10,5 L0,10 z" fill="{color}"/></marker>'
-        for name, color in (("sv-arrow", "#777"), ("sv-arrow-last", "#c2185b"))
+        for name, color in (("sv-arrow", MUTED), ("sv-arrow-last", HIGHLIGHT))
     )
     return (
         f'<svg class="sv-diagram" data-state="{snapshot.state}" xmlns="http://www.w3.org/2000/svg"'
         ' width="660" height="370" viewBox="0 0 660 370" font-family="sans-serif">'
-        f"<defs>{markers}</defs>"
-        f'<text x="10" y="362" font-size="12" fill="#333">{escape(snapshot.label)}: '
+        f'<defs>{markers}</defs><rect width="660" height="370" fill="{WHITE}"/>'
+        f'<text x="10" y="362" font-size="12" fill="{INK}">{escape(snapshot.label)}: '
         f"{caption}</text>{edges}{nodes}</svg>"
     )
 
 
-# ----------------------------------------------------------------------------- timeline
-def timeline_text(step: Step | None, total: int) -> str:
-    """Several lines: the step and its call, its transitions, its SQL."""
+# ----------------------------------------------------------------------------- moment and timeline
+def step_place(step: Step) -> str:
+    """Where a step happened: ``session 1, thread MainThread``."""
+    place = [step.session_label] if step.session_label else []
+    place += [f"thread {step.thread}"] if step.thread else []
+    return ", ".join(place)
+
+
+def _step_html(step: Step) -> str:
+    place = step_place(step)
+    return (
+        f"step {step.index + 1} <code>{escape(step.title)}</code>"
+        + (f" ({escape(place)})" if place else "")
+    )
+
+
+def moment_html(live: bool, pinned: int, step: Step | None) -> str:
+    """What moment a view shows: the end of its cell (``pinned``: that step's number, counted
+    from 1, 0 before any step) or live, and after which step."""
+    shown = "before any step" if step is None else f"after {_step_html(step)}"
+    if live:
+        head = "<b>live</b>: follows every new step"
+    else:
+        head = "<b>this cell</b>: as it was at the end of the cell that made it"
+    return (
+        f'<div class="sv-moment" data-live="{str(live).lower()}" data-pinned="{pinned}" '
+        f'data-shown="{0 if step is None else step.index + 1}" style="{BOX};font-size:90%">'
+        f"{head}; showing {shown}</div>"
+    )
+
+
+def timeline_text(step: Step | None, number: int, total: int) -> str:
+    """Several lines: the step (number ``number`` of the timeline's ``total``), its call, session
+    and thread, its transitions, its SQL."""
     if step is None:
         return "Timeline: no step recorded yet"
-    head = f"Timeline step {step.index + 1} of {total}: {step.title}"
+    head = f"Timeline step {number} of {total}: {step.title}"
+    place = step_place(step)
+    head += f" in {place}" if place else ""
     if step.events:
         head += " | " + ", ".join(step.events)
     if step.error:
@@ -279,14 +337,18 @@ def timeline_text(step: Step | None, total: int) -> str:
     return "\n".join(lines)
 
 
-def timeline_html(step: Step | None, total: int, session: SessionSnapshot | None) -> str:
-    """The step's call, events, transitions, the session panel at that step and its SQL."""
+def timeline_html(
+    step: Step | None, number: int, total: int, session: SessionSnapshot | None, scope: str
+) -> str:
+    """The step's call, session and thread, events, transitions, the session panel at that step
+    and its SQL; ``scope`` says which steps the timeline replays."""
+    heading = f'<div class="sv-scope">{escape(scope)}</div>'
     if step is None:
-        return '<div class="sv-step" data-step="0">no step recorded yet</div>'
+        return f'<div class="sv-step" data-step="0" style="{BOX}">{heading}no step yet</div>'
     shown, more = _first_transitions(step)
     transitions = "".join(
         f'<li class="sv-transition" data-event="{t.event}"><code>{escape(t.label)}</code>: '
-        f'<span style="color:{STATE_COLORS.get(t.before, "#777")}">{t.before}</span> &rarr; '
+        f'<span style="color:{STATE_COLORS.get(t.before, MUTED)}">{t.before}</span> &rarr; '
         f'<span style="color:{STATE_COLORS[t.after]}">{t.after}</span></li>'
         for t in shown
     )
@@ -295,10 +357,28 @@ def timeline_html(step: Step | None, total: int, session: SessionSnapshot | None
     events = ", ".join(step.events) or "-"
     error = f' <span class="sv-error">raised {escape(step.error)}</span>' if step.error else ""
     panel = session_panel_html(session) if session is not None else ""
+    place = escape(step_place(step)) or "-"
     return (
-        f'<div class="sv-step" data-step="{step.index + 1}" data-call="{escape(step.call)}">'
-        f"<div><b>step {step.index + 1} of {total}: <code>{escape(step.title)}</code></b>{error}"
-        f"</div><div>session events: {escape(events)}</div>"
+        f'<div class="sv-step" data-step="{number}" data-call="{escape(step.call)}" '
+        f'data-session="{escape(step.session_label)}" data-thread="{escape(step.thread)}" '
+        f'style="{BOX}">{heading}'
+        f"<div><b>step {number} of {total}: <code>{escape(step.title)}</code></b>{error}</div>"
+        f"<div>where: {place}</div><div>session events: {escape(events)}</div>"
         f'<div>transitions:<ul class="sv-transitions">{transitions or "<li>none</li>"}</ul></div>'
         f'{panel}<div>SQL:<ul class="sv-sql">{sql or "<li>none</li>"}</ul></div></div>'
     )
+
+
+def step_list_html(steps: Sequence[Step], current: int, total: int) -> str:
+    """A timeline's first steps as a numbered list, step number ``current`` marked, and how many
+    of its ``total`` steps are not listed."""
+    items = []
+    for number, step in enumerate(steps, start=1):
+        place = step_place(step)
+        items.append(
+            f'<li class="sv-listed-step{" sv-current" if number == current else ""}">'
+            f"{escape(step.title)}{f' ({escape(place)})' if place else ''}</li>"
+        )
+    more = total - len(steps)
+    items += [f"<li>+{more} more</li>"] if more > 0 else []
+    return f'<ol class="sv-steps" style="{BOX}">{"".join(items)}</ol>'

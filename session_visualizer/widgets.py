@@ -1,45 +1,89 @@
 """ipywidgets views of a SessionTracker: object card, session panel, state diagram, timeline.
 
-Each widget is a stock ``VBox`` of stock widgets (HTML, Play, IntSlider, Button), so it renders with
-ipywidgets' own JavaScript. Its state lives in traitlets (``state``, ``text``...); the HTML it shows
-comes from ``session_visualizer.render``, which also gives its static ``text/html`` and its
-deterministic ``text/plain`` representation.
+A view shows the moment of the cell that made it: it is *pinned* to the tracker's history at the
+end of that cell (see ``session_visualizer.cells``), so what a student sees under a cell is what
+the prose beside it describes, however the lesson is run. A "this cell / now" switch shows the
+present instead, following every new step (``live=True`` starts there). A pinned view steps
+through the steps of its cell (back, a slider, forward), each as it was at that step. Outside
+IPython there are no cells: a view is pinned when made, and ``pin()`` moves the pin to now.
 
-Updates are batched: the tracker reports once per step (one ``commit()`` of 10,000 objects is one
-step), and inside a running event loop - a Jupyter kernel runs each cell inside one - a widget
-refreshes once after the cell, however many steps the cell made.
+Each view is a stock ``VBox`` of stock widgets (ToggleButtons, Button, IntSlider, HTML), so it
+renders with ipywidgets' own JavaScript and works from the keyboard. Its traits are its state:
+mirrors of what it shows are read-only and set in one place (``_render``); the writable ones
+(``moment``, ``step``) are validated and observed. Updates are batched with ``hold_sync``, and a
+live view inside a running event loop (a Jupyter kernel runs each cell inside one) refreshes once
+after the cell, however many steps the cell made. The HTML comes from ``session_visualizer.render``,
+which also gives the static ``text/html`` and the deterministic ``text/plain`` of the pinned moment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
-from html import escape
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
 from sqlalchemy.orm import Session, scoped_session
-from traitlets import Bool, Int, Tuple, Unicode
+from traitlets import Bool, Enum, Int, TraitError, Tuple, Unicode, observe, validate
 
 from session_visualizer import render
-from session_visualizer.snapshot import Step
+from session_visualizer.cells import cell_clock
+from session_visualizer.snapshot import GONE, ObjectSnapshot, Step
 from session_visualizer.tracker import SessionTracker
 
 MAX_LISTED_STEPS = 50  # steps listed in the timeline's static HTML
+MOMENTS = (("this cell", "cell"), ("now", "now"))
 
 
-class _LiveView(widgets.VBox):
-    """A VBox that re-renders itself from its tracker after each step."""
+class Picture:
+    """What a view shows at one moment: its mirror trait values, text and HTML."""
+
+    def __init__(self, traits: dict[str, Any], text: str, html: str) -> None:
+        self.traits, self.text, self.html = traits, text, html
+
+
+class _View(widgets.VBox):
+    """A view of a tracker, pinned to the end of the cell that made it, or live."""
 
     kind: ClassVar[str]
-    text = Unicode("", help="The deterministic plain-text representation.")
+    text = Unicode("", read_only=True, help="What the view shows, as deterministic plain text.")
+    moment = Enum(
+        [value for _title, value in MOMENTS], default_value="cell",
+        help='"cell": as it was at the end of the cell that made it (pinned); '
+             '"now": live, following every new step',
+    )
+    pinned = Int(-1, read_only=True, help="the index of the step it is pinned to (-1: none yet)")
+    step = Int(0, help="the position shown among the steps it offers, from 1 (0: none)")
+    total = Int(0, read_only=True, help="how many steps it offers to step through")
 
-    def __init__(self, tracker: SessionTracker, controls: tuple[widgets.Widget, ...] = ()) -> None:
-        self._body = widgets.HTML()
-        super().__init__(children=[*controls, self._body])
-        self.add_class(f"sv-{self.kind}")
+    def __init__(self, tracker: SessionTracker) -> None:
         self._tracker = tracker
+        self._first = 0  # the index of the first step of its cell
+        self._waiting = False  # made by a cell that is still running: pinned when it ends
+        self._offered: Sequence[int] = ()
+        self._syncing = False  # the view itself is moving its controls
+        self._switch = widgets.ToggleButtons(
+            options=MOMENTS, value="cell", style={"button_width": "auto"},
+            tooltips=["as it was at the end of the cell that made it", "live: every new step"],
+        )  # fmt: skip
+        self._back = widgets.Button(description="back", icon="step-backward",
+                                    tooltip="the previous step")
+        self._slider = widgets.IntSlider(value=1, min=1, max=1, description="step",
+                                         continuous_update=False)
+        self._forward = widgets.Button(description="forward", icon="step-forward",
+                                       tooltip="the next step")
+        self._stepper = widgets.HBox([self._back, self._slider, self._forward],
+                                     layout=widgets.Layout(display="none"))
+        self._body = widgets.HTML()
+        super().__init__(children=[self._switch, self._stepper, self._body])
+        self.add_class(f"sv-{self.kind}")
+        self._back.on_click(lambda _button: self.show(self.step - 1))
+        self._forward.on_click(lambda _button: self.show(self.step + 1))
+        self._slider.observe(self._slider_moved, names="value")
+        self._switch.observe(self._switched, names="value")
         self._schedule_lock = threading.Lock()
         self._scheduled = False
         try:
@@ -48,23 +92,159 @@ class _LiveView(widgets.VBox):
             self._loop = None
         self._listener = _weak_listener(self)
 
-    def _follow(self) -> None:
-        """Show the tracker's state now and after every step (the subclass is set up)."""
-        self._tracker.subscribe(self._listener)
-        self.refresh()
+    def _start(self, live: bool) -> None:
+        """Pin to the running cell (outside IPython: to now) and show; the subclass is set up."""
+        clock = cell_clock()
+        if clock is not None:
+            self._first, self._waiting = clock.enlist(self, self._tracker), True
+        self._pin(self._first)
+        if live:
+            self.moment = "now"
+        else:
+            self._reposition(to_last=True)
+
+    # ----------------------------------------------------------------- public
+    def pin(self, first_step: int | None = None) -> None:
+        """Pin the view to the tracker's last step; it steps through those from index
+        ``first_step`` on (default: the steps since its previous pin). The end of the cell that
+        made a view calls this; outside IPython call it yourself."""
+        self._waiting = False
+        self._pin(self.pinned + 1 if first_step is None else first_step)
+        self._reposition(to_last=True)
+
+    def show(self, step: int) -> None:
+        """Show position ``step`` (from 1) of the steps offered, clamped to the offered range."""
+        self.step = max(min(step, self.total), min(1, self.total))
 
     def refresh(self) -> None:
-        """Read the tracker now and update the traits (and so the view)."""
-        self._tracker.settle()
-        self._update()
+        """Read the tracker again: a live view shows the last step, a pinned one its moment."""
+        self._reposition(to_last=False)
 
     def static_html(self) -> str:
-        """The HTML shown where no widget JavaScript runs."""
-        return self._body.value
+        """The HTML of the pinned moment, shown where no widget JavaScript runs."""
+        return self._static().html
 
-    def _update(self) -> None:
+    def close(self) -> None:
+        self._tracker.unsubscribe(self._listener)
+        super().close()
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self._waiting:  # displayed by its own cell: the cell's moment so far
+            self._pin(self._first)
+            self._reposition(to_last=False)
+        data = super()._repr_mimebundle_(**kwargs) or {}
+        static = self._static()
+        data["text/plain"] = static.text
+        data["text/html"] = f'<div class="sv-{self.kind}">{static.html}</div>'
+        return data
+
+    # ----------------------------------------------------------------- what a subclass draws
+    def _relevant(self, first: int, last: int) -> list[int]:
+        """The indices of the steps from ``first`` to ``last`` that change what the view shows."""
         raise NotImplementedError
 
+    def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
+        """The picture at position ``position`` (from 1) of ``offered``; ``now``: the present."""
+        raise NotImplementedError
+
+    def _offer(self, moment: str) -> Sequence[int]:
+        """The step indices the view steps through: its cell's relevant steps, ending with the
+        pinned one; live, only the last step."""
+        if moment == "now":
+            return (self._tracker.step_count - 1,)
+        last = self.pinned
+        relevant = self._relevant(self._first, last)
+        return relevant if relevant and relevant[-1] == last else [*relevant, last]
+
+    # ----------------------------------------------------------------- the state, in one place
+    def _pin(self, first: int) -> None:
+        self._tracker.catch_up()
+        self._first = first
+        self.set_trait("pinned", self._tracker.step_count - 1)
+
+    def _static(self) -> Picture:
+        offered = self._offer("cell")
+        picture = self._draw(offered, len(offered), now=False)
+        shown = self._tracker.step_at(offered[-1]) if offered and offered[-1] >= 0 else None
+        picture.html = render.moment_html(False, self.pinned + 1, shown) + picture.html
+        return picture
+
+    def _reposition(self, to_last: bool) -> None:
+        """Recompute the steps offered and show the last one (``to_last``, or if it was shown)."""
+        offered = self._offer(self.moment)
+        following = to_last or self.step == self.total
+        with self._batch():
+            self._offered = offered
+            self.set_trait("total", len(offered))
+            step = len(offered) if following else min(max(self.step, 1), len(offered))
+            if step == self.step:
+                self._render()
+            else:
+                self.step = step  # observed: renders
+
+    @validate("step")
+    def _valid_step(self, proposal: dict[str, Any]) -> int:
+        value, low = proposal["value"], min(1, self.total)
+        if not low <= value <= self.total:
+            raise TraitError(
+                f"{type(self).__name__}.step must be from {low} to {self.total} "
+                f"(the steps it offers), not {value}"
+            )
+        return value
+
+    @observe("step")
+    def _step_changed(self, change: dict[str, Any]) -> None:
+        self._render()
+
+    @observe("moment")
+    def _moment_changed(self, change: dict[str, Any]) -> None:
+        if change["new"] == "now":
+            self._tracker.subscribe(self._listener)
+        else:
+            self._tracker.unsubscribe(self._listener)
+        with self._batch():
+            self._syncing = True
+            self._switch.value = change["new"]
+            self._syncing = False
+            self._reposition(to_last=True)
+
+    def _render(self) -> None:
+        """Show position ``step`` of the steps offered: traits, text, HTML, controls."""
+        now = self.moment == "now"
+        picture = self._draw(self._offered, self.step, now)
+        index = self._offered[self.step - 1] if self.step else -1
+        shown = self._tracker.step_at(index) if index >= 0 else None
+        with self._batch():
+            for name, value in picture.traits.items():
+                self.set_trait(name, value)
+            self.set_trait("text", picture.text)
+            self._body.value = render.moment_html(now, self.pinned + 1, shown) + picture.html
+            self._syncing = True
+            self._slider.max = max(self.total, 1)
+            self._slider.value = max(self.step, 1)
+            self._syncing = False
+            self._stepper.layout.display = None if self.total > 1 else "none"
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """One state message per widget for everything changed inside."""
+        with contextlib.ExitStack() as stack:
+            for widget in (self, self._switch, self._slider, self._stepper.layout, self._body):
+                stack.enter_context(widget.hold_sync())
+            yield
+
+    def _slider_moved(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.show(change["new"])
+
+    def _switched(self, change: dict[str, Any]) -> None:
+        if not self._syncing:
+            self.moment = change["new"]
+
+    # ----------------------------------------------------------------- following live
     def _on_step(self, step: Step | None) -> None:
         if self._loop is None:
             self.refresh()
@@ -82,24 +262,11 @@ class _LiveView(widgets.VBox):
     def _run_scheduled(self) -> None:
         with self._schedule_lock:
             self._scheduled = False
-        self.refresh()
-
-    def close(self) -> None:
-        self._tracker.unsubscribe(self._listener)
-        super().close()
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        self.refresh()
-        data = super()._repr_mimebundle_(**kwargs) or {}
-        data["text/plain"] = self.text
-        data["text/html"] = f'<div class="sv-{self.kind}">{self.static_html()}</div>'
-        return data
+        if self.moment == "now":
+            self.refresh()
 
 
-def _weak_listener(view: _LiveView) -> Any:
+def _weak_listener(view: _View) -> Any:
     """A tracker listener that does not keep the widget alive."""
     ref = weakref.ref(view)
 
@@ -111,137 +278,169 @@ def _weak_listener(view: _LiveView) -> Any:
     return listener
 
 
-class ObjectCard(_LiveView):
-    """One object: its five states as lights (current one lit), identity key, changed, expired."""
+class _ObjectView(_View):
+    """A view of one tracked object."""
+
+    def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None, *,
+                 live: bool = False) -> None:
+        super().__init__(tracker)
+        watched = tracker.watch(obj, label)
+        self._key = watched.key
+        self._watched = (tracker.step_count - 1, watched)  # seen after that step, if in none
+        self._start(live)
+
+    def _relevant(self, first: int, last: int) -> list[int]:
+        return [index for index in self._tracker.steps_touching(self._key)
+                if first <= index <= last]
+
+    def _snapshot_at(self, index: int) -> ObjectSnapshot:
+        """The object after step ``index``; as it was when watched, if no step has its row yet
+        (the tracker's steps do not hold the row it read when it first saw the object)."""
+        snapshot = self._tracker.snapshot_at(self._key, index)
+        seen_after, watched = self._watched
+        touching = self._tracker.steps_touching(self._key)
+        if snapshot.state != GONE and index >= seen_after and (not touching or touching[0] > index):
+            return watched
+        return snapshot
+
+
+class ObjectCard(_ObjectView):
+    """One object: its state named and shown as lights, identity key, changed, expired.
+
+    ``ObjectCard(tracker, obj, label=None, *, live=False)``: ``label`` names the object in every
+    view (default: its ``repr()``); ``live=True`` follows every new step instead of its cell's.
+    """
 
     kind = "object-card"
-    label = Unicode("")
-    state = Unicode("", help="transient, pending, persistent, deleted, detached, or gone")
-    identity = Unicode(None, allow_none=True)
-    modified = Tuple()
-    expired = Tuple()
-    marked_deleted = Bool(False)
+    label = Unicode("", read_only=True)
+    state = Unicode("", read_only=True,
+                    help="transient, pending, persistent, deleted, detached, or gone")
+    identity = Unicode(None, allow_none=True, read_only=True)
+    modified = Tuple(read_only=True)
+    expired = Tuple(read_only=True)
+    marked_deleted = Bool(False, read_only=True)
 
-    def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        super().__init__(tracker)
-        self._key = tracker.watch(obj, label).key
-        self._follow()
-
-    def _update(self) -> None:
-        snapshot = self._tracker.snapshot_of(self._key)
-        self.label, self.state = snapshot.label, snapshot.state
-        self.identity = snapshot.identity
-        self.modified, self.expired = snapshot.modified, snapshot.expired
-        self.marked_deleted = snapshot.marked_deleted
-        self.text = render.object_card_text(snapshot)
-        self._body.value = render.object_card_html(snapshot)
+    def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
+        snapshot = (self._tracker.snapshot_of(self._key) if now
+                    else self._snapshot_at(offered[position - 1]))
+        traits = {
+            "label": snapshot.label, "state": snapshot.state, "identity": snapshot.identity,
+            "modified": snapshot.modified, "expired": snapshot.expired,
+            "marked_deleted": snapshot.marked_deleted,
+        }
+        return Picture(traits, render.object_card_text(snapshot),
+                       render.object_card_html(snapshot))
 
 
-class SessionPanel(_LiveView):
+class SessionPanel(_View):
     """A session's new, dirty, deleted and identity map members; is a transaction open."""
 
     kind = "session-panel"
-    new = Tuple()
-    dirty = Tuple()
-    deleted = Tuple()
-    identity_map = Tuple()
-    in_transaction = Bool(False)
+    new = Tuple(read_only=True)
+    dirty = Tuple(read_only=True)
+    deleted = Tuple(read_only=True)
+    identity_map = Tuple(read_only=True)
+    in_transaction = Bool(False, read_only=True)
 
-    def __init__(self, tracker: SessionTracker, session: Session | scoped_session) -> None:
+    def __init__(self, tracker: SessionTracker, session: Session | scoped_session, *,
+                 live: bool = False) -> None:
         self._session = session() if isinstance(session, scoped_session) else session
         super().__init__(tracker)
-        self._follow()
+        self._start(live)
 
-    def _update(self) -> None:
-        snapshot = self._tracker.current_session(self._session)
-        self.new, self.dirty = snapshot.new, snapshot.dirty
-        self.deleted, self.identity_map = snapshot.deleted, snapshot.identity_map
-        self.in_transaction = snapshot.in_transaction
-        self.text = render.session_panel_text(snapshot)
-        self._body.value = render.session_panel_html(snapshot)
+    def _relevant(self, first: int, last: int) -> list[int]:
+        key = self._session.hash_key
+        return [index for index in range(max(first, 0), last + 1)
+                if self._tracker.step_at(index).session_key == key]
+
+    def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
+        snapshot = (self._tracker.current_session(self._session) if now
+                    else self._tracker.session_snapshot_at(self._session, offered[position - 1]))
+        traits = {
+            "new": snapshot.new, "dirty": snapshot.dirty, "deleted": snapshot.deleted,
+            "identity_map": snapshot.identity_map, "in_transaction": snapshot.in_transaction,
+        }
+        return Picture(traits, render.session_panel_text(snapshot),
+                       render.session_panel_html(snapshot))
 
 
-class StateDiagram(_LiveView):
-    """An SVG of the five states; the object's current state and its last transition lit."""
+class StateDiagram(_ObjectView):
+    """An SVG of the five states; the object's state and its last transition lit.
+
+    ``StateDiagram(tracker, obj, label=None, *, live=False)``, like ``ObjectCard``.
+    """
 
     kind = "state-diagram"
-    state = Unicode("")
-    last_event = Unicode(None, allow_none=True, help="e.g. pending_to_persistent")
-    last_call = Unicode(None, allow_none=True, help="the call it happened in, e.g. commit()")
+    state = Unicode("", read_only=True)
+    last_event = Unicode(None, allow_none=True, read_only=True,
+                         help="e.g. pending_to_persistent")
+    last_call = Unicode(None, allow_none=True, read_only=True,
+                        help="the call it happened in, e.g. commit()")
 
-    def __init__(self, tracker: SessionTracker, obj: object, label: str | None = None) -> None:
-        super().__init__(tracker)
-        self._key = tracker.watch(obj, label).key
-        self._follow()
+    def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
+        if now:
+            snapshot = self._tracker.snapshot_of(self._key)
+            last = self._tracker.last_transition(self._key)
+        else:
+            index = offered[position - 1]
+            snapshot = self._snapshot_at(index)
+            last = self._tracker.last_transition_at(self._key, index)
+        traits = {
+            "state": snapshot.state,
+            "last_event": last[0].event if last else None,
+            "last_call": last[1] if last else None,
+        }
+        return Picture(traits, render.state_diagram_text(snapshot, last),
+                       render.state_diagram_svg(snapshot, last))
 
-    def _update(self) -> None:
-        snapshot = self._tracker.snapshot_of(self._key)
-        last = self._tracker.last_transition(self._key)
-        self.state = snapshot.state
-        self.last_event, self.last_call = (last[0].event, last[1]) if last else (None, None)
-        self.text = render.state_diagram_text(snapshot, last)
-        self._body.value = render.state_diagram_svg(snapshot, last)
 
-
-class Timeline(_LiveView):
-    """Replay the tracker's history: a step slider with play, back and forward buttons."""
+class Timeline(_View):
+    """Replay a tracker's steps - all, one object's (``obj``), or a range of step indices
+    (``steps``, counted from 0 like ``tracker.history``) - with the SQL each sent."""
 
     kind = "timeline"
-    step = Int(0, help="the step shown, counted from 1 (0: nothing recorded yet)")
-    total = Int(0, help="the number of recorded steps")
-    call = Unicode("")
+    call = Unicode("", read_only=True, help="the call of the step shown, e.g. commit()")
 
-    def __init__(self, tracker: SessionTracker, interval_ms: int = 800) -> None:
-        self._slider = widgets.IntSlider(min=0, max=0, value=0, description="step",
-                                         continuous_update=False)
-        self._play = widgets.Play(min=0, max=0, value=0, interval=interval_ms)
-        # Linked in the kernel, not the browser: a browser-side link echoes the Play button's stale
-        # value back into the slider and pins the timeline to step 1.
-        widgets.link((self._play, "value"), (self._slider, "value"))
-        self._back = widgets.Button(description="", icon="step-backward", tooltip="back",
-                                    layout=widgets.Layout(width="40px"))
-        self._forward = widgets.Button(description="", icon="step-forward", tooltip="forward",
-                                       layout=widgets.Layout(width="40px"))
-        self._back.on_click(lambda _button: self.show(self.step - 1))
-        self._forward.on_click(lambda _button: self.show(self.step + 1))
-        controls = widgets.HBox([self._back, self._play, self._forward, self._slider])
-        super().__init__(tracker, (controls,))
-        self._slider.observe(lambda change: self.show(change["new"]), names="value")
-        self._follow()
+    def __init__(self, tracker: SessionTracker, obj: object | None = None, *,
+                 steps: range | None = None, live: bool = False) -> None:
+        if steps is not None and steps.step != 1:
+            raise ValueError(f"Timeline steps must be a range of consecutive indices, not {steps}")
+        super().__init__(tracker)
+        self._key = None if obj is None else tracker.watch(obj).key
+        self._range = steps
+        self._start(live)
 
-    def show(self, step: int) -> None:
-        """Show step number ``step`` (counted from 1), clamped to the recorded range."""
-        self.step = max(min(step, self.total), min(1, self.total))
-        if self._slider.value != self.step:
-            self._slider.value = self.step  # the slider's observer shows it
-        else:
-            self._render()
+    def _offer(self, moment: str) -> Sequence[int]:
+        """Its steps up to the end of its cell (pinned), or up to now (live)."""
+        end = self._tracker.step_count if moment == "now" else self.pinned + 1
+        low, high = (0, end) if self._range is None else (
+            max(self._range.start, 0), min(self._range.stop, end))
+        if self._key is None:
+            return range(low, max(high, low))
+        return [index for index in self._tracker.steps_touching(self._key) if low <= index < high]
 
-    def _update(self) -> None:
-        following = self.step == self.total
-        self.total = self._tracker.step_count
-        low = min(1, self.total)
-        for control in (self._slider, self._play):
-            control.max = self.total
-        self.show(self.total if following or self.step < low else self.step)
-        for control in (self._slider, self._play):
-            control.min = low  # after the value: a raised minimum would move the slider
+    def _scope(self, index: int) -> str:
+        if self._key is not None:
+            return f"the steps of {self._tracker.snapshot_at(self._key, index).label}"
+        if self._range is not None:
+            return f"steps {self._range.start + 1} to {self._range.stop} of the tracker"
+        return "every step of the tracker"
 
-    def _render(self) -> None:
-        step = self._tracker.step_at(self.step - 1) if self.step else None
-        session = self._tracker.session_at(self.step - 1) if step is not None else None
-        self.call = step.call if step is not None else ""
-        self.text = render.timeline_text(step, self.total)
-        self._body.value = render.timeline_html(step, self.total, session)
-
-    def static_html(self) -> str:
-        calls = [step.title for step in self._tracker.history[:MAX_LISTED_STEPS]]
-        items = "".join(
-            f'<li class="sv-listed-step{" sv-current" if number == self.step else ""}">'
-            f"{escape(call)}</li>"
-            for number, call in enumerate(calls, start=1)
+    def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
+        if not position:
+            return Picture({"call": ""}, render.timeline_text(None, 0, 0),
+                           render.timeline_html(None, 0, 0, None, self._scope(-1)))
+        index = offered[position - 1]
+        step = self._tracker.step_at(index)
+        session = self._tracker.session_at(index)
+        return Picture(
+            {"call": step.call}, render.timeline_text(step, position, len(offered)),
+            render.timeline_html(step, position, len(offered), session, self._scope(index)),
         )
-        more = self.total - len(calls)
-        items += f"<li>+{more} more</li>" if more > 0 else ""
-        return f'{self._body.value}<ol class="sv-steps">{items}</ol>'
 
+    def _static(self) -> Picture:
+        picture = super()._static()
+        offered = self._offer("cell")
+        steps = [self._tracker.step_at(index) for index in offered[:MAX_LISTED_STEPS]]
+        picture.html += render.step_list_html(steps, len(offered), len(offered))
+        return picture

@@ -1,18 +1,39 @@
-"""The four widgets driven by real sessions: their trait values, their deterministic text and
-HTML representations, and the number of messages they send."""
+"""The four widgets driven by real sessions: pinned to their cell or live, the steps inside a
+cell, their trait values, their deterministic text and HTML, and the messages they send.
+
+Cells are real: an IPython ``InteractiveShell`` runs them one by one, so its ``pre_run_cell`` and
+``post_run_cell`` hooks fire as in a notebook.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import re
+from html import escape
+from textwrap import dedent
 
 import ipywidgets
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 from sqlalchemy import String, create_engine, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from traitlets import TraitError
+from traitlets.config import Config
 
-from session_visualizer import ObjectCard, SessionPanel, SessionTracker, StateDiagram, Timeline
+from session_visualizer import (
+    STATES,
+    ObjectCard,
+    ObjectSnapshot,
+    SessionPanel,
+    SessionTracker,
+    StateDiagram,
+    Step,
+    Timeline,
+    Transition,
+    render,
+)
+from session_visualizer.cells import cell_clock
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -40,140 +61,417 @@ def session():
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[dict]:
+def sent(monkeypatch) -> list[tuple[ipywidgets.Widget, dict]]:
     """Every state message widgets send to the front end, captured at ``Widget._send``."""
-    messages: list[dict] = []
+    messages: list[tuple[ipywidgets.Widget, dict]] = []
     original = ipywidgets.Widget._send
 
     def capture(widget, msg, buffers=None):
-        messages.append(msg)
+        messages.append((widget, msg))
         return original(widget, msg, buffers=buffers)
 
     monkeypatch.setattr(ipywidgets.Widget, "_send", capture)
     return messages
 
 
-def every_widget(tracker: SessionTracker, session: Session, user: User) -> list:
-    return [ObjectCard(tracker, user), SessionPanel(tracker, session),
-            StateDiagram(tracker, user), Timeline(tracker)]
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    """An IPython shell with a sessionmaker ``Session`` and a ``tracker`` on it (cell 1)."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    cell_clock(shell)  # what importing session_visualizer does in a notebook
+    shell.push({"User": User, "Base": Base, "create_engine": create_engine,
+                "sessionmaker": sessionmaker, "SessionTracker": SessionTracker,
+                "ObjectCard": ObjectCard, "SessionPanel": SessionPanel,
+                "StateDiagram": StateDiagram, "Timeline": Timeline})
+    run(shell, """
+        engine = create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        Session = sessionmaker(engine)
+        tracker = SessionTracker(Session)
+    """)
+    yield shell
+    InteractiveShell.clear_instance()
 
 
-def test_object_card_follows_an_object_through_its_states(session):
+def run(shell: InteractiveShell, code: str) -> dict:
+    """Run one cell (its hooks fire) and return the namespace."""
+    result = shell.run_cell(dedent(code))
+    result.raise_error()
+    return shell.user_ns
+
+
+def every_widget(tracker: SessionTracker, session: Session, user: User, live: bool) -> list:
+    return [ObjectCard(tracker, user, live=live), SessionPanel(tracker, session, live=live),
+            StateDiagram(tracker, user, live=live), Timeline(tracker, live=live)]
+
+
+def controls(view: ipywidgets.Widget) -> list[ipywidgets.Widget]:
+    """Every widget inside ``view``, depth first."""
+    found = []
+    for child in getattr(view, "children", ()):
+        found += [child, *controls(child)]
+    return found
+
+
+# ----------------------------------------------------------------------------- pinned and live
+def test_a_card_made_in_a_cell_keeps_that_cells_moment_and_a_live_one_follows(shell):
+    ns = run(shell, """
+        session = Session()
+        mary = User(name="Mary")
+        session.add(mary)
+        card = ObjectCard(tracker, mary)
+        live = ObjectCard(tracker, mary, live=True)
+        panel = SessionPanel(tracker, session)
+    """)
+    card, live, panel = ns["card"], ns["live"], ns["panel"]
+    pinned_text, pinned_html = card.text, card.static_html()
+    assert card.state == live.state == "pending"
+    run(shell, "session.commit()")
+    assert (card.state, card.text, card.static_html()) == ("pending", pinned_text, pinned_html)
+    assert card._repr_mimebundle_()["text/plain"] == pinned_text
+    assert (panel.new, panel.in_transaction) == (("User(id=None, name='Mary')",), True)
+    assert (live.state, live.identity) == ("persistent", "(User, (1,))")
+    assert 'data-live="false" data-pinned="1"' in card._body.value
+    assert 'data-live="true"' in live._body.value
+    assert "<b>live</b>" in live._body.value and "<b>this cell</b>" in card._body.value
+    card.moment = "now"  # the switch: the present, live
+    assert (card.state, card._switch.value) == ("persistent", "now")
+    run(shell, "session.close()")
+    assert card.state == "detached"
+    card._switch.value = "cell"  # a click on "this cell"
+    assert (card.moment, card.state) == ("cell", "pending")
+
+
+def test_run_all_gives_each_widget_the_moment_of_its_cell(shell):
+    """Cells run one after another, as Run All runs them: each widget keeps its own cell's state,
+    and its static picture (stored in the lesson) shows the same."""
+    ns = run(shell, "session = Session(); david = User(name='David')")
+    run(shell, "first = ObjectCard(tracker, david)")
+    run(shell, "session.add(david); second = StateDiagram(tracker, david)")
+    run(shell, "session.commit(); third = ObjectCard(tracker, david)")
+    run(shell, "session.close(); fourth = StateDiagram(tracker, david)")
+    run(shell, "whole = Timeline(tracker, david)")
+    views = [ns[name] for name in ("first", "second", "third", "fourth")]
+    assert [view.state for view in views] == ["transient", "pending", "persistent", "detached"]
+    for view in views:
+        bundle = view._repr_mimebundle_()
+        assert f'data-state="{view.state}"' in bundle["text/html"]
+        assert f"[{view.state}]" in bundle["text/plain"]
+    assert (ns["whole"].total, ns["whole"].call) == (3, "close()")
+
+
+def test_a_widget_displayed_by_its_cell_shows_the_end_of_that_cell(shell):
+    ns = run(shell, """
+        session = Session()
+        ann = User(name="Ann")
+        card = ObjectCard(tracker, ann)
+        session.add(ann)
+        session.flush()
+        card
+    """)
+    assert ns["card"].state == "persistent"  # made before the flush, pinned after it
+    assert ns["_"] is ns["card"]  # the displayhook showed it
+    run(shell, "session.rollback()")
+    assert ns["card"].state == "persistent"
+
+
+def test_a_timeline_is_pinned_to_its_cell_and_scoped_to_its_object(shell):
+    ns = run(shell, """
+        session = Session()
+        john, mary = User(name="John"), User(name="Mary")
+        session.add_all([john, mary])
+        session.commit()
+        mary.name = "Maria"
+        session.flush()
+        johns = Timeline(tracker, john)
+        every = Timeline(tracker)
+        tail = Timeline(tracker, steps=range(1, 10))
+    """)
+    johns, every, tail = ns["johns"], ns["every"], ns["tail"]
+    assert [step.title for step in ns["tracker"].history] == ["add_all()", "commit()", "flush()"]
+    assert (johns.total, every.total, tail.total) == (2, 3, 2)
+    run(shell, "session.delete(john); session.commit()")
+    assert (johns.total, every.total, johns.call) == (2, 3, "commit()")
+    johns.moment = "now"
+    assert (johns.total, johns.step) == (4, 4)
+    assert johns.text.startswith("Timeline step 4 of 4: commit() in session 1, thread MainThread")
+    assert escape("the steps of User(id=1, name='John')") in johns._body.value
+    johns.show(1)
+    assert 'data-session="session 1" data-thread="MainThread"' in johns._body.value
+    assert "John" in johns.text and "Mary" in johns.text  # add_all() added both
+
+
+def test_outside_ipython_a_widget_is_pinned_when_made_until_pin(session):
     tracker = SessionTracker(session)
     mary = User(name="Mary")
     card = ObjectCard(tracker, mary)
+    session.add(mary)
+    session.commit()
+    assert card.state == "transient"
+    card.pin()
+    assert (card.state, card.pinned) == ("persistent", 1)
+    assert card.total == 2  # the steps since its previous pin: add(), commit()
+    card.show(1)
+    assert card.state == "pending"
+
+
+# ----------------------------------------------------------------------------- steps in a cell
+def test_every_step_of_a_with_block_can_be_shown_with_the_label_it_had(shell):
+    ns = run(shell, """
+        john = User(name="John")
+        with Session() as session:
+            session.add(john)
+            session.flush()
+            john.name = "Jonathan"
+            session.commit()
+        card = ObjectCard(tracker, john)
+        diagram = StateDiagram(tracker, john)
+        panel = SessionPanel(tracker, session)
+    """)
+    card, diagram, panel = ns["card"], ns["diagram"], ns["panel"]
+    seen = []
+    for step in range(1, card.total + 1):
+        card.step = diagram.step = step
+        seen.append((card.label, card.state, card.modified, card.expired, diagram.last_call))
+    assert seen == [
+        ("User(id=None, name='John')", "pending", ("name",), (), "add()"),
+        ("User(id=1, name='John')", "persistent", (), (), "flush()"),
+        ("User(id=1, name='Jonathan')", "persistent", (), ("id", "name"), "flush()"),
+        ("User(id=1, name='Jonathan')", "detached", (), ("id", "name"), "close()"),
+    ]
+    assert card.step == card.total == 4
+    assert panel.total == 4
+    panel.show(2)
+    assert (panel.identity_map, panel.in_transaction) == (("User(id=1, name='John')",), True)
+    assert panel.static_html().count('data-transaction="none"') == 1  # the pinned moment
+    assert "sv-moment" in card._body.value and 'data-shown="2"' not in card._body.value
+
+
+def test_a_cell_with_one_step_shows_no_stepper(shell):
+    ns = run(shell, "session = Session(); mary = User(name='Mary'); session.add(mary)")
+    ns = run(shell, "session.commit(); card = ObjectCard(tracker, mary)")
+    assert ns["card"].total == 1
+    assert ns["card"]._stepper.layout.display == "none"
+    ns = run(shell, "session.delete(mary); session.flush(); again = ObjectCard(tracker, mary)")
+    assert ns["again"].total == 2
+    assert ns["again"]._stepper.layout.display is None
+
+
+# ----------------------------------------------------------------------------- gone
+def test_a_collected_object_is_shown_as_gone_in_words(shell):
+    ns = run(shell, """
+        session = Session()
+        john = User(name="John")
+        session.add(john)
+        session.commit()
+        session.close()
+        card = ObjectCard(tracker, john)
+        live = ObjectCard(tracker, john, live=True)
+        diagram = StateDiagram(tracker, john, live=True)
+    """)
+    run(shell, "john = User(name='Jonathan'); import gc; gc.collect()")
+    card, live, diagram = ns["card"], ns["live"], ns["diagram"]
+    assert card.state == "detached"  # its cell's moment
+    live.refresh()
+    diagram.refresh()
+    assert live.state == diagram.state == "gone"
+    assert live.text == "ObjectCard User(id=1, name='John'): gone (garbage-collected)"
+    assert "[gone] (garbage-collected)" in diagram.text
+    html = live._body.value
+    assert re.findall(r'class="sv-light sv-lit" data-light="(\w+)"', html) == ["gone"]
+    assert "<b>gone</b>: garbage-collected" in html
+    card.moment = "now"
+    assert card.state == "gone"
+
+
+def test_a_collected_object_outside_ipython(session):
+    tracker = SessionTracker(session)
+    card = ObjectCard(tracker, User(name="Mary"), live=True)
+    gc.collect()
+    card.refresh()
+    assert card.state == "gone"
+
+
+# ----------------------------------------------------------------------------- traits
+def test_mirrors_are_read_only_and_writable_traits_are_validated(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    card = ObjectCard(tracker, mary)
+    timeline = Timeline(tracker, live=True)
+    session.add(mary)
+    session.commit()
+    session.close()
+    for name, value in [("state", "pending"), ("label", "x"), ("text", "x"), ("total", 9)]:
+        with pytest.raises(TraitError, match="read-only"):
+            setattr(card, name, value)
+    with pytest.raises(TraitError, match=r"Timeline.step must be from 1 to 3 .* not 99"):
+        timeline.step = 99
+    with pytest.raises(TraitError, match=r"not 0"):
+        timeline.step = 0
+    with pytest.raises(TraitError):
+        card.moment = "later"
+    timeline.step = 2
+    assert (timeline.call, timeline._slider.value) == ("commit()", 2)
+    assert card.state == "transient"
+
+
+def test_a_render_sends_at_most_one_message_per_widget(session, sent):
+    tracker = SessionTracker(session)
+    timeline = Timeline(tracker, live=True)
+    for number in range(3):
+        session.add(User(name=f"user {number}"))
+        session.flush()
+    sent.clear()
+    timeline.show(2)
+    senders = [id(widget) for widget, _msg in sent]
+    assert senders and len(senders) == len(set(senders))
+    sent.clear()
+    timeline.moment = "cell"  # pinned when made: before any step
+    senders = [id(widget) for widget, _msg in sent]
+    assert senders and len(senders) == len(set(senders))
+    assert (timeline.total, timeline.text) == (0, "Timeline: no step recorded yet")
+
+
+# ----------------------------------------------------------------------------- accessibility
+def relative_luminance(color: str) -> float:
+    channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(first: str, second: str) -> float:
+    light, dark = sorted(map(relative_luminance, (first, second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_contrast_function_matches_wcag():
+    assert contrast("#ffffff", "#000000") == pytest.approx(21)
+    assert contrast("#ffffff", "#e8a317") == pytest.approx(2.17, abs=0.01)  # the old pending
+
+
+def test_every_text_and_background_colour_pair_meets_wcag_aa():
+    """Every pair the pictures use: lights lit and unlit, diagram nodes current or not, arrow
+    labels and the caption on the diagram's white, transitions' state names on white."""
+    pairs = set()
+    last = (Transition(0, "User(id=1)", "pending_to_persistent"), "commit()")
+    for state in (*STATES, "gone"):
+        snapshot = ObjectSnapshot(0, "User(id=1)", state, "User", (1,))
+        pairs |= set(re.findall(r"background:(#\w{6});color:(#\w{6})",
+                                render.object_card_html(snapshot)))
+        svg = render.state_diagram_svg(snapshot, last)
+        pairs |= set(re.findall(r'<rect [^>]*fill="(#\w{6})"[^>]*/><text [^>]*fill="(#\w{6})"',
+                                svg))
+        labels = re.findall(r'<line [^>]*/><text [^>]*fill="(#\w{6})"', svg)
+        caption = re.findall(r'<text x="10" y="362" [^>]*fill="(#\w{6})"', svg)
+        background = r'^<svg [^>]*><defs>.*</defs><rect width="660" height="370" fill="#ffffff"/>'
+        assert re.search(background, svg)  # the white those are on
+        pairs |= {("#ffffff", color) for color in labels + caption}
+    step = Step(0, "commit()", ((0,), ("User(id=1)",), ("pending_to_persistent",)), (), (), (),
+                False)
+    timeline = render.timeline_html(step, 1, 1, None, "every step")
+    pairs |= {("#ffffff", color) for color in re.findall(r'<span style="color:(#\w{6})"', timeline)}
+    backgrounds = {background for background, _text in pairs}
+    assert set(render.STATE_COLORS.values()) <= backgrounds  # every state was lit once
+    assert {(render.UNLIT, render.MUTED), ("#ffffff", render.HIGHLIGHT)} <= pairs
+    assert {(render.WHITE, render.STATE_COLORS[state]) for state in STATES} <= pairs
+    failing = {pair: round(contrast(*pair), 2) for pair in pairs if contrast(*pair) < 4.5}
+    assert not failing
+
+
+def test_the_controls_are_focusable_widgets_with_names_and_no_play(shell):
+    ns = run(shell, """
+        session = Session()
+        mary = User(name="Mary")
+        session.add(mary)
+        session.flush()
+        card = ObjectCard(tracker, mary)
+        timeline = Timeline(tracker)
+    """)
+    for view in (ns["card"], ns["timeline"]):
+        inside = controls(view)
+        assert not any(isinstance(widget, ipywidgets.Play) for widget in inside)
+        interactive = [w for w in inside if isinstance(w, ipywidgets.DOMWidget)
+                       and not isinstance(w, ipywidgets.Box | ipywidgets.HTML)]
+        kinds = sorted(type(widget).__name__ for widget in interactive)
+        assert kinds == ["Button", "Button", "IntSlider", "ToggleButtons"]
+        assert all(not widget.disabled for widget in interactive)
+        assert sorted(w.description for w in interactive if isinstance(w, ipywidgets.Button)) \
+            == ["back", "forward"]
+        assert view._switch.options == (("this cell", "cell"), ("now", "now"))
+    timeline = ns["timeline"]
+    back, slider, forward = timeline._stepper.children
+    assert (timeline.step, timeline.total) == (2, 2)
+    back.click()
+    assert (timeline.step, slider.value, timeline.call) == (1, 1, "add()")
+    back.click()
+    assert timeline.step == 1  # no step 0
+    slider.value = 2  # the keyboard's arrow keys move the slider
+    assert timeline.call == "flush()"
+    forward.click()
+    assert timeline.step == 2
+
+
+# ----------------------------------------------------------------------------- live views
+def test_live_views_follow_an_object_through_its_states(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    card = ObjectCard(tracker, mary, live=True)
+    panel = SessionPanel(tracker, session, live=True)
+    diagram = StateDiagram(tracker, mary, live=True)
     assert (card.state, card.identity, card.modified) == ("transient", None, ("name",))
     session.add(mary)
-    assert card.state == "pending"
+    assert (card.state, panel.new) == ("pending", ("User(id=None, name='Mary')",))
     session.commit()
     assert (card.state, card.identity, card.expired) == ("persistent", "(User, (1,))",
                                                         ("id", "name"))
-    assert card.label == "User(id=1, name='Mary')"
-    assert mary.name == "Mary"  # the refresh runs inside execute(): a step of its own
+    assert (diagram.state, diagram.last_event, diagram.last_call) == (
+        "persistent", "pending_to_persistent", "commit()"
+    )
+    svg = diagram._body.value
+    assert re.findall(r'class="sv-node sv-current" data-node="(\w+)"', svg) == ["persistent"]
+    assert re.findall(r'class="sv-edge sv-last" data-edge="(\w+)"', svg) == [
+        "pending_to_persistent"
+    ]
     session.get(User, 1)
-    assert card.expired == ()
     mary.name = "Maria"
     session.flush()
     session.delete(mary)
-    assert card.marked_deleted
+    session.get(User, 1)
+    assert card.marked_deleted and panel.deleted == ("User(id=1, name='Maria')",)
     session.commit()
-    assert (card.state, card.marked_deleted) == ("detached", False)
+    assert (card.state, card.marked_deleted, panel.identity_map) == ("detached", False, ())
     assert card.text == (
         "ObjectCard User(id=1, name='Maria'): transient . pending . persistent . deleted"
         " . [detached] | key (User, (1,))"
     )
 
 
-def test_session_panel_lists_the_collections_and_the_transaction(session):
+def test_a_live_timeline_follows_new_steps_unless_an_old_one_is_shown(session):
     tracker = SessionTracker(session)
-    panel = SessionPanel(tracker, session)
-    assert (panel.new, panel.in_transaction) == ((), False)
-    john, mary = User(name="John"), User(name="Mary")
-    session.add_all([john, mary])
-    assert panel.new == ("User(id=None, name='John')", "User(id=None, name='Mary')")
-    assert panel.in_transaction
-    session.flush()
-    john.name = "Johnny"
-    session.delete(mary)
-    session.get(User, 2)  # any call makes a step; the panel reads it
-    assert panel.new == ()
-    assert panel.dirty == ("User(id=1, name='Johnny')",)
-    assert panel.deleted == ("User(id=2, name='Mary')",)
-    assert panel.identity_map == ("User(id=1, name='Johnny')", "User(id=2, name='Mary')")
-    session.commit()
-    assert (panel.identity_map, panel.in_transaction) == (("User(id=1, name='Johnny')",), False)
-    assert panel.text == (
-        "SessionPanel: no transaction | new: - | dirty: - | deleted: - "
-        "| identity map: User(id=1, name='Johnny')"
-    )
-
-
-def test_state_diagram_lights_the_state_and_the_last_transition(session):
-    tracker = SessionTracker(session)
-    mary = User(name="Mary")
-    diagram = StateDiagram(tracker, mary)
-    assert (diagram.state, diagram.last_event) == ("transient", None)
-    session.add(mary)
-    session.commit()
-    assert (diagram.state, diagram.last_event, diagram.last_call) == (
-        "persistent", "pending_to_persistent", "commit()"
-    )
-    svg = diagram.static_html()
-    assert re.findall(r'class="sv-node sv-current" data-node="(\w+)"', svg) == ["persistent"]
-    assert re.findall(r'class="sv-edge sv-last" data-edge="(\w+)"', svg) == [
-        "pending_to_persistent"
-    ]
-    assert svg.count('class="sv-edge') == 10
-    assert 'data-state="persistent"' in svg
-    assert diagram.text == (
-        "StateDiagram User(id=1, name='Mary'): [persistent]"
-        " | last pending -> persistent in commit()"
-    )
-
-
-def test_timeline_follows_new_steps_and_replays_old_ones(session):
-    tracker = SessionTracker(session)
-    timeline = Timeline(tracker)
+    timeline = Timeline(tracker, live=True)
     assert (timeline.step, timeline.total) == (0, 0)
-    assert timeline.text == "Timeline: no step recorded yet"
     mary = User(name="Mary")
     session.add(mary)
     session.commit()
     session.close()
     assert (timeline.step, timeline.total, timeline.call) == (3, 3, "close()")
     timeline.show(2)
-    assert timeline.call == "commit()"
     assert timeline.text == (
-        "Timeline step 2 of 3: commit() | begin, flush, commit\n"
+        "Timeline step 2 of 3: commit() in session 1, thread MainThread | begin, flush, commit\n"
         "  User(id=1, name='Mary'): pending -> persistent\n"
         "  SQL: INSERT INTO users (name) VALUES (?)"
     )
-    static = timeline.static_html()
-    assert 'data-step="2" data-call="commit()"' in static
-    assert re.findall(r'<li class="sv-listed-step[^"]*">([^<]+)</li>', static) == [
-        "add()", "commit()", "close()"
-    ]
-    controls = timeline.children[0]
-    back, play, forward, slider = controls.children
-    assert play.value == slider.value == 2  # the play button starts from the step shown
-    back.click()
-    assert (timeline.step, slider.value, play.value) == (1, 1, 1)
-    back.click()
-    assert timeline.step == 1  # no step 0
-    forward.click()
-    forward.click()
-    forward.click()
-    assert timeline.step == 3
-    play.value = 2  # what pressing play does
-    assert (timeline.call, slider.value) == ("commit()", 2)
-    assert (slider.max, play.max) == (3, 3)
-    session.add(mary)  # while an old step is shown, new steps do not move the slider
+    session.add(mary)
     mary.name = "Maria"
     session.flush()
     assert (timeline.step, timeline.total) == (2, 5)
 
 
-def test_widgets_carry_their_dom_classes_and_data_state(session):
+# ----------------------------------------------------------------------------- static pictures
+def test_widgets_carry_their_dom_classes_and_data_hooks(session):
     tracker = SessionTracker(session)
     mary = User(name="Mary")
     session.add(mary)
@@ -186,11 +484,18 @@ def test_widgets_carry_their_dom_classes_and_data_state(session):
     for css_class, view in views.items():
         assert css_class in view._dom_classes
         bundle = view._repr_mimebundle_()
-        assert bundle["text/html"].startswith(f'<div class="{css_class}">')
+        assert bundle["text/html"].startswith(
+            f'<div class="{css_class}"><div class="sv-moment" data-live="false" data-pinned="1"'
+        )
         assert bundle["text/plain"] == view.text
         assert WIDGET_VIEW in bundle
     assert 'data-state="pending"' in views["sv-object-card"].static_html()
     assert 'data-state="pending"' in views["sv-state-diagram"].static_html()
+    static = views["sv-timeline"].static_html()
+    assert 'data-step="1" data-call="add()"' in static
+    assert re.findall(r'<li class="sv-listed-step[^"]*">([^<]+)</li>', static) == [
+        "add() (session 1, thread MainThread)"
+    ]
 
 
 def run_story() -> list[dict]:
@@ -200,10 +505,10 @@ def run_story() -> list[dict]:
     with Session(engine) as session:
         tracker = SessionTracker(session)
         mary = User(name="Mary")
-        views = every_widget(tracker, session, mary)
         session.add(mary)
         session.commit()
         session.scalars(select(User)).all()
+        views = every_widget(tracker, session, mary, live=False)
         bundles = [view._repr_mimebundle_() for view in views]
     engine.dispose()
     for view in views:
@@ -219,22 +524,14 @@ def test_static_representations_are_deterministic():
             assert not re.search(r"0x[0-9a-f]{6,}|[0-9a-f]{32}", text)  # no address, no model id
 
 
-def test_a_collected_object_is_shown_as_gone(session):
-    tracker = SessionTracker(session)
-    card = ObjectCard(tracker, User(name="Mary"))
-    gc.collect()
-    card.refresh()
-    assert card.state == "gone"
-    assert card.text == "ObjectCard User(id=None, name='Mary'): gone (garbage-collected)"
-
-
+# ----------------------------------------------------------------------------- message counts
 def bulk_story(count: int) -> None:
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine)
     with Session(engine) as session:
         tracker = SessionTracker(session)
         users = [User(name=f"user {number}") for number in range(count)]
-        views = every_widget(tracker, session, users[0])
+        views = every_widget(tracker, session, users[0], live=True)
         session.add_all(users)
         session.commit()
         session.scalars(select(User)).all()
@@ -259,7 +556,7 @@ async def loop_story(count: int) -> None:
     with Session(engine) as session:
         tracker = SessionTracker(session)
         users = [User(name=f"user {number}") for number in range(count)]
-        views = every_widget(tracker, session, users[0])
+        views = every_widget(tracker, session, users[0], live=True)
         for user in users:
             session.add(user)
             session.flush()

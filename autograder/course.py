@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from nbgrader.coursedir import CourseDirectory
+from nbgrader.utils import parse_utc
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from autograder.safe_files import write_file_no_follow
+
 STATE_FOLDER = ".course-grade"
+TIMESTAMP_FILE = "timestamp.txt"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,31 @@ class GradingRecord:
     assignment: str
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, text: str) -> GradingRecord:
+        """A record from its file's text; ValueError if it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+        record = cls(**data)  # TypeError for a missing or unknown field
+        if not isinstance(record.problems, list) or not all(
+            isinstance(text, str) for text in [record.student, record.assignment, *record.problems]
+        ):
+            raise ValueError("student, assignment and each problem must be strings")
+        if isinstance(record.seconds, bool) or not isinstance(record.seconds, int | float):
+            raise ValueError("seconds must be a number")
+        return record
+
+
+class BrokenRecord(Exception):
+    """A record file that cannot be read: its submission counts as not graded."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"the grading record {path} is broken ({reason}): the submission counts as not "
+            "graded, and `course-grade grade` grades it again"
+        )
 
 
 class Course:
@@ -66,30 +95,60 @@ class Course:
         return self.state_folder / "records" / submission.assignment / f"{submission.student}.json"
 
     def read_record(self, submission: Submission) -> GradingRecord | None:
-        """The record of a submission whose grading finished, or None."""
+        """The record of a submission whose grading finished, or None; BrokenRecord if its
+        file cannot be read as the record of this submission."""
         path = self.record_path(submission)
-        if not path.exists():
+        shown = path.relative_to(self.root)
+        try:
+            record = GradingRecord.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
-        return GradingRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            raise BrokenRecord(shown, str(error) or type(error).__name__) from None
+        if (record.student, record.assignment) != (submission.student, submission.assignment):
+            raise BrokenRecord(shown, f"it is the record of {record.student}/{record.assignment}")
+        return record
+
+    def read_records(self, submissions: list[Submission]) -> list[GradingRecord]:
+        """The records of those submissions that have one; a broken record file stands as a
+        record whose only problem says so."""
+        records = []
+        for submission in submissions:
+            try:
+                record = self.read_record(submission)
+            except BrokenRecord as broken:
+                record = GradingRecord(submission.student, submission.assignment, [str(broken)])
+            if record is not None:
+                records.append(record)
+        return records
 
     def is_graded(self, submission: Submission) -> bool:
-        """Whether it has a record and was not resubmitted since (a newer timestamp.txt)."""
-        if self.read_record(submission) is None:
+        """Whether it has a readable record and was not resubmitted since (a newer
+        timestamp.txt)."""
+        try:
+            if self.read_record(submission) is None:
+                return False
+        except BrokenRecord:
             return False
-        submitted = self.coursedir.get_existing_timestamp(str(self.folder("submitted", submission)))
-        graded = self.coursedir.get_existing_timestamp(str(self.folder("autograded", submission)))
+        submitted = self.timestamp(self.folder("submitted", submission))
+        graded = self.timestamp(self.folder("autograded", submission))
         return submitted is None or (graded is not None and submitted <= graded)
 
+    @staticmethod
+    def timestamp(folder: Path) -> datetime | None:
+        """The time in a submission folder's timestamp.txt (as UTC), or None if it has none
+        that reads as a time (nbgrader's own reader crashes on those)."""
+        try:
+            text = (folder / TIMESTAMP_FILE).read_text(encoding="utf-8").strip()
+            return parse_utc(text) if text else None
+        except (OSError, UnicodeDecodeError, ValueError, OverflowError):
+            return None
+
     def write_record(self, record: GradingRecord) -> None:
-        """Write a record atomically: a crash leaves either no record or the whole record."""
+        """Write a record atomically (a crash leaves either no record or the whole record),
+        never through a link."""
         path = self.record_path(Submission(record.student, record.assignment))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        with open(partial, "w") as handle:
-            json.dump(asdict(record), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        write_file_no_follow(path, json.dumps(asdict(record), indent=1), self.root)
 
     def forget_record(self, submission: Submission) -> None:
         self.record_path(submission).unlink(missing_ok=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 from nbgrader.api import Gradebook
 from nbgrader.plugins import CsvExportPlugin
 
-from autograder.course import Course, GradingRecord
+from autograder.course import Course, GradingRecord, Submission
+from autograder.submissions import marked_late
 
 HISTOGRAM_BINS = 10
 
@@ -67,10 +68,30 @@ def collect_report(course: Course, records: list[GradingRecord]) -> ClassReport:
                     report.attention.append(
                         (submission.student_id, assignment.name, "needs manual grading")
                     )
+                lms = marked_late(course, Submission(submission.student_id, assignment.name))
+                if lms:
+                    report.attention.append(
+                        (submission.student_id, assignment.name, _lateness(lms, submission))
+                    )
             for notebook in assignment.notebooks:
                 report.tests += _test_cell_stats(assignment.name, notebook)
     report.attention.sort()
     return report
+
+
+def _lateness(lms: str, submission) -> str:
+    """What the LMS's late flag and nbgrader's own late model (timestamp against due date,
+    extension included) say of one submission."""
+    flagged = f"{lms} marked it LATE"
+    if submission.duedate is None:
+        return (
+            f"{flagged}; the gradebook has no due date for {submission.assignment.name}, so "
+            "nbgrader counts it on time (give it one to apply nbgrader's late penalty)"
+        )
+    times = f"submitted {submission.timestamp or 'at no known time'}, due {submission.duedate} UTC"
+    if submission.total_seconds_late > 0:
+        return f"{flagged}; nbgrader counts it {submission.total_seconds_late:g} s late ({times})"
+    return f"{flagged}, but nbgrader counts it on time ({times}): check the due date"
 
 
 def _test_cell_stats(assignment: str, notebook) -> list[TestCellStats]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -146,3 +147,20 @@ def scores(course: Course) -> dict[str, dict[str, float]]:
 def record(course: Course, student: str) -> dict:
     path = course.state_folder / "records" / ASSIGNMENT / f"{student}.json"
     return json.loads(path.read_text())
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{path relative to root: sha256 of the file, or "link -> target"} of every file below."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            digest[key] = f"link -> {os.readlink(path)}"
+        elif path.is_file():
+            digest[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def changed_paths(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """Paths added, removed or changed between two tree digests."""
+    return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}

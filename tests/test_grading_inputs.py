@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-import subprocess
+import resource
+import signal
+import stat
+import struct
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import nbformat
 import pytest
-from test_grading_helpers import ASSIGNMENT, make_course, record, scores, solved
+from test_grading_helpers import (
+    ASSIGNMENT,
+    changed_paths,
+    make_course,
+    solved,
+    tree_digest,
+)
 
 from autograder.cli import main
 from autograder.course import Submission
-from autograder.submissions import SubmissionsError, find_submissions, unpack_lms_zip
+from autograder.submissions import (
+    SubmissionsError,
+    find_submissions,
+    marked_late,
+    unpack_lms_zip,
+)
+
+COMMAND = str(Path(sys.executable).parent / "course-grade")
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +45,18 @@ def test_an_lms_zip_is_unpacked_into_submitted(course, tmp_path):
         bundle.writestr("doejane_1201_98765_hw.ipynb", notebook)  # Canvas
         bundle.writestr("smithjohn_LATE_1202_98766_hw-1.ipynb", notebook)  # Canvas resubmission
         bundle.writestr("Mary Major_1203_assignsubmission_file_/hw.ipynb", notebook)  # Moodle
-        bundle.writestr("__MACOSX/._doejane_1201_98765_hw.ipynb", "junk")
-        bundle.writestr("../escape.ipynb", "junk")
-    found = unpack_lms_zip(course, archive, "zipped")
-    assert found == [Submission(s, "zipped") for s in ("doejane", "mary-major", "smithjohn")]
+        bundle.writestr("Bo Plain/hw.ipynb", notebook)  # a plain folder per student
+    unpacked = unpack_lms_zip(course, archive, "zipped")
+    found = [Submission(s, "zipped") for s in ("bo-plain", "doejane-1201", "mary-major-1203")]
+    found.insert(3, Submission("smithjohn-1202", "zipped"))
+    assert unpacked.updated == found
+    assert unpacked.skipped == []
     for submission in found:
         path = course.folder("submitted", submission) / "hw.ipynb"
         assert path.read_text() == notebook
-    assert not (course.root / "escape.ipynb").exists()
-    assert find_submissions(course, assignment="zip*", student="*j*") == [
-        Submission("doejane", "zipped"),
-        Submission("mary-major", "zipped"),
-        Submission("smithjohn", "zipped"),
-    ]
+    assert find_submissions(course, assignment="zip*", student="*j*") == found[1:]
+    assert marked_late(course, Submission("smithjohn-1202", "zipped")) == "Canvas"
+    assert marked_late(course, Submission("doejane-1201", "zipped")) is None
 
 
 def test_a_broken_zip_is_named_in_the_error(course, tmp_path):
@@ -48,6 +64,149 @@ def test_a_broken_zip_is_named_in_the_error(course, tmp_path):
     archive.write_text("not a zip")
     with pytest.raises(SubmissionsError, match="broken.zip: not a readable zip file"):
         unpack_lms_zip(course, archive, ASSIGNMENT)
+
+
+def test_every_skipped_member_is_named_with_its_reason(course, tmp_path):
+    archive = tmp_path / "hostile.zip"
+    link = zipfile.ZipInfo("linker_5_6_hw.ipynb")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("Eve Doe_7_assignsubmission_file_/hw.ipynb", "{}")
+        bundle.writestr("../escape.ipynb", "x")
+        bundle.writestr("Eve Doe_7_assignsubmission_file_/../../../escape.ipynb", "x")
+        bundle.writestr("/tmp/course-grade-absolute.ipynb", "x")
+        bundle.writestr("C:\\Users\\escape.ipynb", "x")
+        bundle.writestr("..\\..\\escape.ipynb", "x")
+        bundle.writestr("__MACOSX/._hw.ipynb", "x")
+        bundle.writestr("Eve Doe_7_assignsubmission_file_/.git/config", "x")
+        bundle.writestr("readme.txt", "x")
+        bundle.writestr(link, "../../../../etc/passwd")
+        bundle.writestr("Eve Doe_7_assignsubmission_file_/secret.ipynb", "x")
+        bundle.getinfo("Eve Doe_7_assignsubmission_file_/secret.ipynb").flag_bits |= 0x1
+        bundle.writestr("bz_8_9_hw.ipynb", "x", compress_type=zipfile.ZIP_BZIP2)
+    before = tree_digest(course.root)
+    unpacked = unpack_lms_zip(course, archive, "hostile")
+    assert unpacked.updated == [Submission("eve-doe-7", "hostile")]
+    assert unpacked.skipped == [
+        ("../escape.ipynb", "a path out of the export (..)"),
+        ("Eve Doe_7_assignsubmission_file_/../../../escape.ipynb", "a path out of the export (..)"),
+        ("/tmp/course-grade-absolute.ipynb", "an absolute path"),
+        ("C:\\Users\\escape.ipynb", "an absolute path"),
+        ("..\\..\\escape.ipynb", "a path out of the export (..)"),
+        ("__MACOSX/._hw.ipynb", "a hidden file"),
+        ("Eve Doe_7_assignsubmission_file_/.git/config", "a hidden file"),
+        (
+            "readme.txt",
+            "an unrecognised name (not Canvas's login_userid_fileid_name, not in a folder)",
+        ),
+        ("linker_5_6_hw.ipynb", "a symbolic link"),
+        ("Eve Doe_7_assignsubmission_file_/secret.ipynb", "encrypted"),
+        (
+            "bz_8_9_hw.ipynb",
+            "compressed with a method LMS exports do not use (only stored or deflated)",
+        ),
+    ]
+    folder = "submitted/eve-doe-7/hostile"
+    assert changed_paths(before, tree_digest(course.root)) == {
+        f"{folder}/hw.ipynb",
+        f"{folder}/timestamp.txt",
+    }
+    assert not Path("/tmp/course-grade-absolute.ipynb").exists()
+    assert not (course.root.parent / "escape.ipynb").exists()
+
+
+def deflated_zeros(mebibytes: int) -> tuple[bytes, int]:
+    """A raw deflate stream of `mebibytes` MiB of zero bytes and their CRC-32, built at once
+    (zipfile would take seconds to compress a gigabyte)."""
+    zeros = bytes(1024**2)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(mebibytes):
+        crc = zlib.crc32(zeros, crc)
+    return block * mebibytes + compressor.flush(), crc
+
+
+def write_raw_zip(path: Path, members: list[tuple[str, bytes, int, int]]) -> None:
+    """A zip of deflated members (name, deflate stream, CRC-32, declared size), dated
+    2026-11-20: the sizes in its headers are whatever the caller declares."""
+    date = (2026 - 1980) << 9 | 11 << 5 | 20
+    local, central = bytearray(), bytearray()
+    for name, data, crc, size in members:
+        encoded = name.encode()
+        central += struct.pack(
+            "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, date, crc, len(data), size,
+            len(encoded), 0, 0, 0, 0, 0, len(local),
+        )  # fmt: skip
+        central += encoded
+        local += struct.pack(
+            "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, date, crc, len(data), size, len(encoded), 0
+        )
+        local += encoded + data
+    count = len(members)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(central), len(local), 0)
+    path.write_bytes(bytes(local + central + end))
+
+
+def disk_bytes(root: Path) -> int:
+    return sum(path.lstat().st_blocks * 512 for path in root.rglob("*"))
+
+
+def collect_zip(course, archive: Path, assignment: str, capsys) -> tuple[int, str]:
+    """`course-grade collect --zip` unable to write a file over 25 MiB (writing more fails
+    with EFBIG); its exit code and what it printed."""
+    limit = 25 * 1024**2
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        code = main(
+            ["collect", "--course-dir", str(course.root), "--zip", str(archive)]
+            + ["--assignment", assignment]
+        )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+def test_a_gigabyte_member_is_cut_off_at_the_member_limit_and_nothing_big_is_written(
+    course, tmp_path, capsys
+):
+    archive = tmp_path / "bomb.zip"
+    gigabyte, crc = deflated_zeros(1024)
+    write_raw_zip(
+        archive,
+        [
+            ("bomber_31_1_hw.ipynb", gigabyte, crc, 1024**3),
+            ("liar_32_1_hw.ipynb", gigabyte, crc, 1000),  # its header says 1000 bytes
+            ("honest_33_1_hw.ipynb", *deflated_zeros(1), 1024**2),
+        ],
+    )
+    assert archive.stat().st_size < 2_200_000
+    before, used = tree_digest(course.root), disk_bytes(course.root)
+    code, output = collect_zip(course, archive, "bombed", capsys)
+    assert code == 0, output
+    assert "bomber_31_1_hw.ipynb │ larger than the limit of 20 MB" in output
+    assert "liar_32_1_hw.ipynb │ unreadable (Bad CRC-32 for file 'liar_32_1_hw.ipynb')" in output
+    assert "1 submissions new or resubmitted, 0 unchanged, 2 skipped" in output
+    folder = "submitted/honest-33/bombed"
+    assert changed_paths(before, tree_digest(course.root)) == {
+        f"{folder}/hw.ipynb",
+        f"{folder}/timestamp.txt",
+    }
+    assert disk_bytes(course.root) - used < 2 * 1024**2
+
+
+def test_an_export_unpacking_past_its_ratio_is_refused_whole(course, tmp_path, capsys):
+    archive = tmp_path / "ratio.zip"
+    stream, crc = deflated_zeros(15)  # under the member limit, 15 MiB from about 15 KB
+    write_raw_zip(archive, [(f"many_{n}_1_hw.ipynb", stream, crc, 15 * 1024**2) for n in range(8)])
+    before = tree_digest(course.root)
+    code, output = collect_zip(course, archive, "ratio", capsys)
+    assert code == 2
+    assert "refused as a zip bomb, nothing unpacked" in output
+    assert changed_paths(before, tree_digest(course.root)) == set()
 
 
 def test_the_newest_exchange_submission_is_collected(course):
@@ -68,42 +227,3 @@ def test_the_newest_exchange_submission_is_collected(course):
     )
     collected = course.root / "submitted" / "eve" / ASSIGNMENT
     assert (collected / "hw.ipynb").read_text() == "new"
-
-
-def test_grade_takes_a_zip_and_regrades_a_resubmission(course, tmp_path):
-    archive = tmp_path / "export.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr(
-            "lateuser_1_2_hw.ipynb", nbformat.writes(solved(course, "def mul(a, b):\n    return 0"))
-        )
-    command = [str(Path(sys.executable).parent / "course-grade"), "grade", "--jobs", "1"]
-    first = subprocess.run(
-        [*command, "--zip", str(archive), "--assignment", ASSIGNMENT, "--student", "lateuser"],
-        cwd=course.root,
-        capture_output=True,
-        text=True,
-    )
-    assert first.returncode == 0, first.stderr
-    assert scores(course)["lateuser"] == {"test_add": 2.0, "test_mul": 0.0}
-
-    folder = course.root / "submitted" / "lateuser" / ASSIGNMENT
-    nbformat.write(solved(course), folder / "hw.ipynb")
-    (folder / "timestamp.txt").write_text("2026-11-21 10:00:00.000000 UTC")
-    second = subprocess.run(
-        [*command, ASSIGNMENT, "--student", "lateuser"],
-        cwd=course.root,
-        capture_output=True,
-        text=True,
-    )
-    assert second.returncode == 0, second.stderr
-    assert scores(course)["lateuser"] == {"test_add": 2.0, "test_mul": 3.0}
-    assert record(course, "lateuser")["problems"] == []
-
-
-def test_report_rewrites_the_exports_from_the_gradebook(course, tmp_path):
-    grades, page = tmp_path / "grades.csv", tmp_path / "report.html"
-    arguments = ["--course-dir", str(course.root), "--grades", str(grades), "--report", str(page)]
-    assert main(["report", *arguments]) == 0
-    assert "hw,,2026-11-21 10:00:00,lateuser,,,,5.0,0.0,5.0,5.0" in grades.read_text()
-    assert "<svg" in page.read_text()
-    assert "test_mul" in page.with_suffix(".csv").read_text()

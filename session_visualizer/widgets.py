@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
@@ -64,25 +64,15 @@ class _View(widgets.VBox):
         self._first = 0  # the index of the first step of its cell
         self._waiting = False  # made by a cell that is still running: pinned when it ends
         self._offered: Sequence[int] = ()
-        self._syncing = False  # the view itself is moving its controls
+        self._syncing = False  # the view itself is moving its switch
         self._switch = widgets.ToggleButtons(
             options=MOMENTS, value="cell", style={"button_width": "auto"},
             tooltips=["as it was at the end of the cell that made it", "live: every new step"],
         )  # fmt: skip
-        self._back = widgets.Button(description="back", icon="step-backward",
-                                    tooltip="the previous step")
-        self._slider = widgets.IntSlider(value=1, min=1, max=1, description="step",
-                                         continuous_update=False)
-        self._forward = widgets.Button(description="forward", icon="step-forward",
-                                       tooltip="the next step")
-        self._stepper = widgets.HBox([self._back, self._slider, self._forward],
-                                     layout=widgets.Layout(display="none"))
+        self._stepper: _Stepper | None = None  # made once the view offers two steps or more
         self._body = widgets.HTML()
-        super().__init__(children=[self._switch, self._stepper, self._body])
+        super().__init__(children=[self._switch, self._body])
         self.add_class(f"sv-{self.kind}")
-        self._back.on_click(lambda _button: self.show(self.step - 1))
-        self._forward.on_click(lambda _button: self.show(self.step + 1))
-        self._slider.observe(self._slider_moved, names="value")
         self._switch.observe(self._switched, names="value")
         self._schedule_lock = threading.Lock()
         self._scheduled = False
@@ -222,23 +212,19 @@ class _View(widgets.VBox):
                 self.set_trait(name, value)
             self.set_trait("text", picture.text)
             self._body.value = render.moment_html(now, self.pinned + 1, shown) + picture.html
-            self._syncing = True
-            self._slider.max = max(self.total, 1)
-            self._slider.value = max(self.step, 1)
-            self._syncing = False
-            self._stepper.layout.display = None if self.total > 1 else "none"
+            if self.total > 1 and self._stepper is None:
+                self._stepper = _Stepper(self.show)
+                self.children = (self._switch, self._stepper, self._body)
+            if self._stepper is not None:
+                self._stepper.set(self.step, self.total)
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
         """One state message per widget for everything changed inside."""
         with contextlib.ExitStack() as stack:
-            for widget in (self, self._switch, self._slider, self._stepper.layout, self._body):
+            for widget in (self, self._switch, self._body):
                 stack.enter_context(widget.hold_sync())
             yield
-
-    def _slider_moved(self, change: dict[str, Any]) -> None:
-        if not self._syncing:
-            self.show(change["new"])
 
     def _switched(self, change: dict[str, Any]) -> None:
         if not self._syncing:
@@ -264,6 +250,33 @@ class _View(widgets.VBox):
             self._scheduled = False
         if self.moment == "now":
             self.refresh()
+
+
+class _Stepper(widgets.HBox):
+    """Back, a step slider and forward over positions 1 to n: focusable, and the slider moves
+    with the arrow keys."""
+
+    def __init__(self, show: Callable[[int], None]) -> None:
+        self._syncing = False
+        self.back = widgets.Button(description="back", icon="step-backward",
+                                   tooltip="the previous step")
+        self.slider = widgets.IntSlider(value=1, min=1, max=1, description="step",
+                                        continuous_update=False)
+        self.forward = widgets.Button(description="forward", icon="step-forward",
+                                      tooltip="the next step")
+        super().__init__([self.back, self.slider, self.forward])
+        self.back.on_click(lambda _button: show(self.slider.value - 1))
+        self.forward.on_click(lambda _button: show(self.slider.value + 1))
+        self.slider.observe(lambda change: self._syncing or show(change["new"]), names="value")
+
+    def set(self, step: int, total: int) -> None:
+        """Show position ``step`` of ``total``; hidden while there is nothing to step through."""
+        with self.slider.hold_sync(), self.layout.hold_sync():
+            self._syncing = True
+            self.slider.max = max(total, 1)
+            self.slider.value = max(step, 1)
+            self._syncing = False
+            self.layout.display = None if total > 1 else "none"
 
 
 def _weak_listener(view: _View) -> Any:

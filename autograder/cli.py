@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -18,10 +18,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.text import Text
 from traitlets.config import Config
 
-from autograder.course import BrokenRecord, Course, GradingRecord
+from autograder.course import Course, GradingRecord
 from autograder.gradebook import GradingError
 from autograder.pipeline import CourseBusy, GradeOptions, grade
 from autograder.report import (
@@ -34,25 +33,12 @@ from autograder.report import (
 from autograder.sandbox import make_policy, sandbox_problem
 from autograder.submissions import (
     SubmissionsError,
-    Unpacked,
-    ZipLimits,
     collect_exchange,
     find_submissions,
     unpack_lms_zip,
 )
 
 console = Console(stderr=True)
-# Characters that steer a terminal (escape sequences, bidirectional overrides).
-CONTROL_CHARACTERS = re.compile(
-    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def literal(text: str, style: str = "") -> Text:
-    """Text shown as it is: no rich markup or emoji codes, control characters made visible
-    (reasons, names and file names come from submissions)."""
-    visible = CONTROL_CHARACTERS.sub(lambda match: ascii(match[0])[1:-1], str(text))
-    return Text(visible, style=style)
 
 
 class ProgressBar:
@@ -118,20 +104,6 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         help="first unpack a learning-management system's export (Canvas or Moodle) of one "
         "assignment into submitted/ (needs --assignment)",
     )
-    parser.add_argument(
-        "--zip-member-mb",
-        type=float,
-        default=ZipLimits.member_bytes / 1024**2,
-        help="megabytes one file of a --zip export may unpack to; a larger file is skipped "
-        "(default: %(default)g)",
-    )
-    parser.add_argument(
-        "--zip-ratio",
-        type=int,
-        default=ZipLimits.ratio,
-        help="the most a --zip export may unpack to in all, as a multiple of its size; a "
-        "larger export is refused as a zip bomb (default: %(default)d)",
-    )
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -183,13 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-mb",
         type=int,
         default=2048,
-        help="address-space limit of a kernel (default: 2048)",
+        help="memory of a kernel and all its child processes together (with a cgroup), and "
+        "the address space of each of its processes (default: 2048)",
     )
     grade_parser.add_argument(
         "--cpu-seconds",
         type=int,
         default=300,
-        help="CPU time a kernel may use for a whole notebook (default: 300)",
+        help="CPU time a kernel and all its child processes together may use for a whole "
+        "notebook (with a cgroup; without one, each process separately) (default: 300)",
+    )
+    grade_parser.add_argument(
+        "--max-processes",
+        type=int,
+        default=128,
+        help="processes and threads a kernel and its children may run at once (with a "
+        "cgroup; without one, RLIMIT_NPROC, which does not hold for root) (default: 128)",
+    )
+    grade_parser.add_argument(
+        "--disk-mb",
+        type=int,
+        default=100,
+        help="megabytes of files a submission may bring from submitted/ and a kernel may "
+        "leave in its folder, and the size of each file and of the kernel's /tmp (default: 100)",
+    )
+    grade_parser.add_argument(
+        "--notebook-timeout",
+        type=int,
+        help="seconds of wall-clock time a whole notebook may run "
+        "(default: GuardedExecute.notebook_timeout, 600)",
     )
     grade_parser.add_argument(
         "--output-kb",
@@ -230,35 +224,18 @@ def collect(course: Course, args: argparse.Namespace) -> None:
     if args.exchange:
         collect_exchange(course, args.assignment)
     elif args.zip:
-        limits = ZipLimits(int(args.zip_member_mb * 1024**2), args.zip_ratio)
-        print_unpacked(args.zip, unpack_lms_zip(course, args.zip, args.assignment, limits))
-
-
-def print_unpacked(archive: Path, unpacked: Unpacked) -> None:
-    """What an LMS export brought, and every member it skipped with the reason."""
-    console.print(
-        literal(
-            f"{archive}: {len(unpacked.updated)} submissions new or resubmitted, "
-            f"{len(unpacked.unchanged)} unchanged, {len(unpacked.skipped)} skipped"
-        )
-    )
-    if unpacked.skipped:
-        skipped = Table(title=literal(f"Skipped in {archive}"))
-        for column in ("member or student", "why"):
-            skipped.add_column(column, overflow="fold")
-        for name, reason in unpacked.skipped:
-            skipped.add_row(literal(name), literal(reason))
-        console.print(skipped)
+        unpack_lms_zip(course, args.zip, args.assignment)
 
 
 def write_outputs(course: Course, args: argparse.Namespace) -> None:
     """Export the grades, write the report of the whole course and print its tables."""
     export_grades(course, args.grades)
-    report = collect_report(course, course.read_records(find_submissions(course)))
+    records = [r for s in find_submissions(course) if (r := course.read_record(s)) is not None]
+    report = collect_report(course, records)
     write_report_html(report, args.report)
     write_report_csv(report, args.report.with_suffix(".csv"))
     print_tables(report)
-    console.print(literal(f"grades: {args.grades}   report: {args.report}"))
+    console.print(f"grades: {args.grades}   report: {args.report}")
 
 
 def print_tables(report: ClassReport) -> None:
@@ -272,33 +249,35 @@ def print_tables(report: ClassReport) -> None:
         for assignment in assignments:
             score = report.scores[student].get(assignment)
             cells.append(f"{score[0]:g}/{score[1]:g}" if score else "-")
-        scores.add_row(literal(student), *cells)
+        scores.add_row(student, *cells)
     console.print(scores)
     if report.attention:
         attention = Table(title="Needs your attention")
         for column in ("student", "assignment", "reason"):
-            attention.add_column(column, overflow="fold")
+            attention.add_column(column)
         for row in report.attention:
-            attention.add_row(*map(literal, row))
+            attention.add_row(*row)
         console.print(attention)
 
 
 def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
     collect(course, args)
-    policy = make_policy(args.memory_mb * 1024**2, args.cpu_seconds, isolate=not args.no_sandbox)
+    policy = make_policy(
+        args.memory_mb * 1024**2,
+        args.cpu_seconds,
+        args.max_processes,
+        args.disk_mb * 1024**2,
+        isolate=not args.no_sandbox,
+    )
     problem = sandbox_problem(policy, course.state_folder / "sandbox-probe")
     if problem:
         console.print(
             f"[bold red]WARNING: kernels run WITHOUT the sandbox ({problem}): student code "
             "can read the course folder and reach the network.[/]"
         )
-        policy = make_policy(policy.memory_bytes, policy.cpu_seconds, isolate=False)
+        policy = dataclasses.replace(policy, isolate=False)
+    console.print(policy.describe())
     submissions = find_submissions(course, args.assignment, args.student)
-    for submission in submissions:
-        try:
-            course.read_record(submission)
-        except BrokenRecord as broken:
-            console.print(literal(str(broken), style="yellow"))
     if not submissions:
         console.print(f"no submissions found in {course.coursedir.submitted_directory}/")
     bar = ProgressBar()
@@ -321,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = Config()
     if getattr(args, "timeout", None):
         extra.Execute.timeout = args.timeout
+    if getattr(args, "notebook_timeout", None):
+        extra.GuardedExecute.notebook_timeout = args.notebook_timeout
     if getattr(args, "output_kb", None):
         extra.GuardedExecute.output_limit_bytes = args.output_kb * 1000
     try:
@@ -333,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(course, args)
         return 0
     except (GradingError, SubmissionsError, CourseBusy) as error:
-        console.print(Text("error: ", style="bold red"), literal(str(error)), sep="")
+        console.print(f"[bold red]error:[/] {error}")
         return 2
 
 

@@ -5,11 +5,15 @@ happens when a cell goes wrong. A cell that raises or times out gets an error ou
 (so a test cell scores 0), as in nbgrader. When the kernel dies, or keeps running after
 the interrupt that follows a timeout, it is stopped: the cells that ran before keep their
 results and every later code cell gets an error output saying why it did not run.
-Outputs are capped in bytes as they arrive, so tens of megabytes never pile up.
+Outputs are capped in bytes as they arrive, so tens of megabytes never pile up. A whole
+notebook has a wall-clock limit, and the kernel's cgroup (when there is one) limits memory,
+processes and CPU time of the kernel and its children together: past any of them the kernel
+is stopped, the cell that was running scores 0 and the cells before keep their results.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -21,8 +25,10 @@ from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Integer, List, Unicode
+from traitlets import Any, Integer, List, Unicode
 
+from autograder.cgroups import KernelCgroup
+from autograder.safe_files import copy_regular_files, open_folder
 from autograder.sandbox import SandboxedKernelManager, SandboxPolicy
 
 RESPONSE_GRACE_SECONDS = 5
@@ -56,10 +62,15 @@ class GuardedExecute(Execute):
     output_limit_bytes = Integer(1_000_000, help="Bytes of output one cell may keep.").tag(
         config=True
     )
+    notebook_timeout = Integer(
+        600, help="Seconds of wall-clock time a whole notebook may run (all its cells)."
+    ).tag(config=True)
+    kernel_cgroup = Any(None, allow_none=True, help="The kernel's KernelCgroup, if it has one.")
     problems = List(Unicode())
 
     def preprocess(self, nb, resources=None, km=None):  # noqa: D102 - nbconvert's signature
         self._stopped_reason = ""
+        self._deadline = time.monotonic() + self.notebook_timeout
         self._cell_bytes: dict[int, int] = {}
         self._truncated: set[int] = set()
         try:
@@ -79,6 +90,10 @@ class GuardedExecute(Execute):
             cell.outputs = [error_output("CellNotRun", self._stopped_reason)]
             return cell, resources
         label = cell_label(cell, index)
+        if out_of_time := self._wall_clock_limit():
+            self._stop(f"{label}: {out_of_time}")
+            cell.outputs = [error_output("CellNotRun", self._stopped_reason)]
+            return cell, resources
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except Exception as error:
@@ -88,7 +103,12 @@ class GuardedExecute(Execute):
                 error_output(type(error).__name__, str(error)),
             ]
             return cell, resources
-        if any(out.get("ename") == self.error_on_timeout["ename"] for out in cell.outputs):
+        timed_out = any(out.get("ename") == self.error_on_timeout["ename"] for out in cell.outputs)
+        if limit := self._kernel_limit() or (timed_out and self._wall_clock_limit()):
+            self._stop(f"{label}: {limit}")
+            cell.outputs.append(error_output("LimitExceeded", limit))
+            return cell, resources
+        if timed_out:
             if self._kernel_responds():
                 self.problems.append(
                     f"{label}: timed out after {self.timeout} s and was interrupted"
@@ -114,7 +134,24 @@ class GuardedExecute(Execute):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
+    def _get_timeout(self, cell: NotebookNode | None) -> int | None:
+        """The cell's timeout, shortened to what is left of the notebook's wall-clock time."""
+        timeout = super()._get_timeout(cell)
+        left = max(1, math.ceil(self._deadline - time.monotonic()))
+        return left if timeout is None else min(timeout, left)
+
+    def _wall_clock_limit(self) -> str | None:
+        if time.monotonic() < self._deadline:
+            return None
+        return f"the notebook reached its wall-clock limit of {self.notebook_timeout} s"
+
+    def _kernel_limit(self) -> str | None:
+        """A limit of the kernel's cgroup (memory, processes, CPU time) it went past."""
+        return self.kernel_cgroup.exceeded() if self.kernel_cgroup is not None else None
+
     def _describe(self, error: Exception) -> str:
+        if limit := self._kernel_limit() or self._wall_clock_limit():
+            return limit
         if isinstance(error, CellTimeoutError):
             return f"timed out after {self.timeout} s and ignored the interrupt"
         if not run_sync(self.km.is_alive)():
@@ -164,20 +201,30 @@ class KernelSlot:
         runtime_dir = self.folder / "runtime"
         self.workdir.mkdir()
         runtime_dir.mkdir()
+        self.cgroup = KernelCgroup(policy.hierarchy, policy.limits) if policy.hierarchy else None
         self.km = SandboxedKernelManager(
             config=config,
             policy=policy,
             workdir=str(self.workdir),
             runtime_dir=str(runtime_dir),
+            cgroup_procs=list(self.cgroup.procs_files) if self.cgroup else [],
             kernel_name=kernel_name,
         )
         arguments = [f"--HistoryManager.hist_file={GuardedExecute.ipython_hist_file.default_value}"]
         run_sync(self.km.start_kernel)(extra_arguments=arguments, cwd=str(self.workdir))
 
-    def close(self) -> None:
-        """Stop the kernel and delete its folder."""
+    def stop(self) -> None:
+        """Stop the kernel and every process it started."""
         if run_sync(self.km.is_alive)():
             run_sync(self.km.shutdown_kernel)(now=True)
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
+    def close(self) -> None:
+        """Stop the kernel, delete its cgroup and its folder."""
+        self.stop()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -186,7 +233,9 @@ class NotebookRunner:
 
     A kernel spends about a second starting (imports, then ZeroMQ handshakes with pauses);
     starting it while the previous notebook runs hides most of that. The kernel works in its
-    own folder: the notebook's files are copied in before and copied back after the run.
+    own folder: the notebook's files are copied in before the run and, once the kernel and
+    all its processes are stopped, its regular files (no links, nothing sparse, within the
+    policy's disk budget) are copied back; each file left out is a problem of the run.
     """
 
     def __init__(
@@ -206,15 +255,33 @@ class NotebookRunner:
         slot = self._take_slot(kernel_name)
         if self.prefetch:
             self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
+        executor = GuardedExecute(config=self.config, kernel_cgroup=slot.cgroup)
+        folder = Path(workdir)
         try:
-            shutil.copytree(workdir, slot.workdir, symlinks=True, dirs_exist_ok=True)
-            executor = GuardedExecute(config=self.config)
+            with (
+                open_folder(folder, folder) as source,
+                open_folder(slot.workdir, slot.folder) as kernel,
+            ):
+                copy_regular_files(source, kernel)
+            if slot.cgroup is not None:
+                slot.cgroup.start_clock()
             executor.preprocess(nb, {"metadata": {"path": str(slot.workdir)}}, km=slot.km)
-            shutil.copytree(slot.workdir, workdir, symlinks=True, dirs_exist_ok=True)
+            slot.stop()
+            with (
+                open_folder(slot.workdir, slot.folder) as kernel,
+                open_folder(folder, folder) as target,
+            ):
+                refused = copy_regular_files(
+                    kernel,
+                    target,
+                    self.policy.disk_bytes,
+                    skip=lambda path: path.suffix == ".ipynb",
+                )
         finally:
             slot.close()
         seconds = time.monotonic() - started
-        return ExecutionResult(nbformat.writes(nb), list(executor.problems), seconds)
+        problems = [*executor.problems, *(f"kernel's folder: {reason}" for reason in refused)]
+        return ExecutionResult(nbformat.writes(nb), problems, seconds)
 
     def close(self) -> None:
         """Stop the spare kernel."""

@@ -14,12 +14,15 @@ record is done.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import shutil
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
 
 import nbformat
 from nbformat.notebooknode import NotebookNode
@@ -32,6 +35,13 @@ from sqlalchemy.exc import SAWarning
 from autograder.course import Course, GradingRecord, Submission
 from autograder.duplicates import ResolveCellCopies
 from autograder.execute import ExecutionResult
+from autograder.safe_files import (
+    UnsafePath,
+    copy_regular_files,
+    open_folder,
+    read_file_no_follow,
+    write_file_no_follow,
+)
 
 
 class GradingError(Exception):
@@ -62,8 +72,9 @@ class OpenSubmission:
 class GradebookWriter:
     """Prepares notebooks for the workers and saves what they return, one at a time."""
 
-    def __init__(self, course: Course) -> None:
+    def __init__(self, course: Course, disk_bytes: int = 100 * 1024**2) -> None:
         self.course = course
+        self.disk_bytes = disk_bytes
         autograde = Autograde(coursedir=course.coursedir, config=course.config)
         self.exclude_overwriting = autograde.exclude_overwriting
         self.sanitizers = [pp(config=course.config) for pp in autograde.sanitize_preprocessors]
@@ -95,7 +106,7 @@ class GradebookWriter:
             self.course.forget_record(submission)
         staging = self.staging_root / submission.student / submission.assignment
         shutil.rmtree(staging, ignore_errors=True)
-        self._stage_files(submission, submitted, staging)
+        staged = self._stage_files(submission, submitted, staging)
         with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
             gb.update_or_create_student(submission.student)
             timestamp = self.course.coursedir.get_existing_timestamp(str(submitted))
@@ -104,7 +115,7 @@ class GradebookWriter:
                 # nbgrader's add_submission autoflushes half-built rows (harmless, upstream)
                 warnings.simplefilter("ignore", SAWarning)
                 gb.update_or_create_submission(submission.assignment, submission.student, **extra)
-        opened = OpenSubmission(submission, staging, pending=set())
+        opened = OpenSubmission(submission, staging, pending=set(), problems=staged)
         jobs = []
         for name, path in self._match_notebooks(expected, submitted, opened.problems).items():
             nb = self._read(path, name, opened.problems) if path else None
@@ -130,7 +141,9 @@ class GradebookWriter:
         resources = self._resources(opened.submission, notebook)
         for preprocessor in self.graders:
             nb, resources = preprocessor(nb, resources)
-        nbformat.write(nb, opened.staging / f"{notebook}.ipynb")
+        write_file_no_follow(
+            opened.staging / f"{notebook}.ipynb", nbformat.writes(nb), self.course.root
+        )
         opened.problems += [f"{notebook}.ipynb {problem}" for problem in result.problems]
         opened.seconds += result.seconds
         opened.pending.discard(notebook)
@@ -144,11 +157,22 @@ class GradebookWriter:
         opened.pending.discard(notebook)
 
     def publish(self, opened: OpenSubmission) -> None:
-        """Move the graded folder into autograded/ (its grades are committed by now)."""
+        """Move the graded folder into autograded/ (its grades are committed by now).
+
+        The folders on the way are reached without following links; a link in the place of
+        the submission's own folder is replaced, never followed."""
         destination = self.course.folder("autograded", opened.submission)
-        shutil.rmtree(destination, ignore_errors=True)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        opened.staging.rename(destination)
+        with (
+            open_folder(destination.parent, self.course.root, create=True) as parent,
+            open_folder(opened.staging.parent, self.course.root) as staging,
+        ):
+            try:
+                os.unlink(destination.name, dir_fd=parent)  # a link or a file
+            except IsADirectoryError:
+                shutil.rmtree(destination.name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            os.rename(opened.staging.name, destination.name, src_dir_fd=staging, dst_dir_fd=parent)
 
     def finish(self, opened: OpenSubmission) -> GradingRecord:
         """Write the record that marks the submission done."""
@@ -164,21 +188,34 @@ class GradebookWriter:
     def remove_staging(self) -> None:
         shutil.rmtree(self.staging_root, ignore_errors=True)
 
-    def _stage_files(self, submission: Submission, submitted: Path, staging: Path) -> None:
-        """The student's other files, then the source's files over them, as nbgrader does."""
+    def _stage_files(self, submission: Submission, submitted: Path, staging: Path) -> list[str]:
+        """The student's other files, then the source's files over them, as nbgrader does.
+
+        Only regular files are copied, never through a link, the student's within the disk
+        budget; returns why files were left out."""
         ignore = [*self.course.coursedir.ignore, "*.ipynb"]
         source = self.course.source_folder(submission.assignment)
-        excluded = {
-            str(source / name) for name in self.exclude_overwriting.get(submission.assignment, [])
-        }
-        staging.mkdir(parents=True)
-        for folder, skip in ((submitted, set()), (source, excluded)):
-            for filename in utils.find_all_files(str(folder), ignore):
-                if filename in skip:
-                    continue
-                target = staging / Path(filename).relative_to(folder)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(filename, target)
+        excluded = set(self.exclude_overwriting.get(submission.assignment, []))
+
+        def ignored(path: PurePosixPath) -> bool:
+            return any(fnmatch(path.name, pattern) for pattern in ignore)
+
+        problems = []
+        with open_folder(staging, self.course.root, create=True) as target:
+            try:
+                with open_folder(submitted, self.course.root) as folder:
+                    refused = copy_regular_files(folder, target, self.disk_bytes, ignored)
+                problems += [f"submitted file {reason}" for reason in refused]
+            except UnsafePath:
+                problems.append(f"{submitted.name}/ in submitted/ is a link: nothing read from it")
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open_folder(source, self.course.root) as folder,
+            ):
+                copy_regular_files(
+                    folder, target, skip=lambda path: ignored(path) or str(path) in excluded
+                )
+        return problems
 
     @staticmethod
     def _match_notebooks(
@@ -198,10 +235,10 @@ class GradebookWriter:
             problems += [f"{stem}.ipynb is not part of the assignment: ignored" for stem in unknown]
         return found
 
-    @staticmethod
-    def _read(path: Path, name: str, problems: list[str]) -> NotebookNode | None:
+    def _read(self, path: Path, name: str, problems: list[str]) -> NotebookNode | None:
         try:
-            nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+            text = read_file_no_follow(path, self.course.root).decode("utf-8")
+            nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
             nbformat.validate(nb)
         except Exception as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -112,7 +112,7 @@ def grade(
     lock = _lock(course)
     try:
         shutil.rmtree(course.state_folder / "staging", ignore_errors=True)
-        writer = GradebookWriter(course)
+        writer = GradebookWriter(course, options.policy.disk_bytes)
         for assignment in sorted({s.assignment for s in submissions}):
             writer.notebooks_of(assignment)
         todo = [s for s in submissions if options.force or not course.is_graded(s)]

@@ -47,12 +47,28 @@ def open_folder(path: Path, trusted: Path, create: bool = False) -> Iterator[int
             try:
                 child = os.open(part, FOLDER_FLAGS, dir_fd=descriptor)
             except OSError as error:
-                raise UnsafePath(f"{path}: {part} is a link or not a folder ({error})") from None
+                if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                raise UnsafePath(f"{path}: {part} is a link or not a folder") from None
             os.close(descriptor)
             descriptor = child
         yield descriptor
     finally:
         os.close(descriptor)
+
+
+def read_file_no_follow(path: Path, trusted: Path) -> bytes:
+    """The content of regular file `path` (below `trusted`), refusing links on the way."""
+    with open_folder(path.parent, trusted) as folder:
+        try:
+            handle = os.open(path.name, READ_FLAGS, dir_fd=folder)
+        except OSError as error:
+            raise UnsafePath(f"{path.name} is a link or not readable ({error.strerror})") from None
+        with os.fdopen(handle, "rb") as stream:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                raise UnsafePath(f"{path.name} is not a regular file or is hard-linked")
+            return stream.read()
 
 
 def write_file_no_follow(path: Path, data: bytes | str, trusted: Path) -> None:

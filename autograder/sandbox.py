@@ -1,14 +1,21 @@
-"""Run a student's kernel where it can do no harm: bubblewrap for isolation, prlimit for limits.
+"""Run a student's kernel where it can do no harm: bubblewrap for isolation; limits per kernel.
 
-Inside the sandbox the kernel sees the system's programs and libraries, the Python
-installation and the packages it may import (all read-only), its own working folder and a
-private runtime folder for the ZeroMQ ipc sockets. It does not see the course folder
-(source/, the gradebook, other submissions) or the instructor's home, and it has no
-network: only the ipc transport (Unix sockets in a shared folder) links it to the grader.
+Inside the sandbox the kernel sees the system's programs and libraries, the few files of
+/etc that Python needs (no /etc/shadow, no keys), the Python installation and the packages
+it may import (all read-only), its own working folder, a sized private /tmp and a private
+runtime folder for the ZeroMQ ipc sockets. It does not see the course folder (source/, the
+gradebook, other submissions) or the instructor's home, and it has no network: only the ipc
+transport (Unix sockets in a shared folder) links it to the grader. bubblewrap itself starts
+with nothing of the grader's environment (`env -i`): the kernel reads no secret in /proc.
+
+Limits: memory, processes and CPU time of the kernel and all its children together come
+from a cgroup per kernel (see autograder.cgroups) where the machine offers one; `prlimit`
+adds per-process limits (address space, file size, core dumps, CPU time as a backstop).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,59 +23,139 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Any, Unicode
+from traitlets import Any, List, Unicode
 
-SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+from autograder.cgroups import Hierarchy, Limits, find_hierarchy
+
+SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64")
+# What of /etc Python, ipykernel and sqlite read; nothing secret (no shadow, ssh, ssl keys).
+ETC_FILES = (
+    "alternatives",
+    "fonts",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "python3",
+    "python3.11",
+    "timezone",
+)
+SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
+CPU_BACKSTOP_SECONDS = 10  # per-process CPU limit past the cgroup's, when a cgroup holds it
 
 
 @dataclass(frozen=True)
 class SandboxPolicy:
-    """What a kernel may see and use. `isolate=False` means prlimit only (no bubblewrap)."""
+    """What a kernel may see and use. `isolate=False` means limits only (no bubblewrap).
+
+    With a cgroup `hierarchy`, memory, processes and CPU seconds hold for the kernel and its
+    children together; without, each process gets them separately (RLIMIT_NPROC is not
+    enforced for root). `disk_bytes` bounds each file, the private /tmp, and what a
+    submission brings in and leaves behind."""
 
     memory_bytes: int
     cpu_seconds: int
+    processes: int = 128
+    disk_bytes: int = 100 * 1024**2
     read_only: tuple[str, ...] = field(default_factory=tuple)
     isolate: bool = True
+    hierarchy: Hierarchy | None = None
 
-    def wrap(self, command: list[str], workdir: str, runtime_dir: str) -> list[str]:
-        """The kernel `command` run under the limits and, when `isolate`, inside bubblewrap."""
-        limited = [
-            "prlimit",
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.memory_bytes, self.processes, self.cpu_seconds)
+
+    def describe(self) -> str:
+        """Which limits hold per kernel and which per process, for the instructor."""
+        if self.hierarchy is None:
+            return (
+                "limits per process only (no usable cgroup): memory, CPU time and processes "
+                "are not summed over a kernel's children"
+            )
+        return (
+            f"limits per kernel ({self.hierarchy.describe()}): memory, processes and CPU time "
+            "of a kernel and all its children together"
+        )
+
+    def wrap(
+        self, command: list[str], workdir: str, runtime_dir: str, cgroup_procs: tuple[str, ...] = ()
+    ) -> list[str]:
+        """The kernel `command` with a clean environment, in its cgroup, under the limits and,
+        when `isolate`, inside bubblewrap."""
+        limited = ["prlimit", *self._rlimits(), "--", *command]
+        inner = [*self._bwrap_arguments(workdir, runtime_dir), "--", *limited]
+        started = inner if self.isolate else limited
+        if cgroup_procs:
+            join = 'IFS=:; for procs in $1; do echo $$ > "$procs" || exit 1; done; shift; exec "$@"'
+            started = ["/bin/sh", "-c", join, "join-cgroup", ":".join(cgroup_procs), *started]
+        tmp = "/tmp" if self.isolate else runtime_dir
+        return ["/usr/bin/env", "-i", *kernel_environment(workdir, tmp), *started]
+
+    def _rlimits(self) -> list[str]:
+        cpu = self.cpu_seconds + (CPU_BACKSTOP_SECONDS if self.hierarchy else 0)
+        limits = [
             f"--as={self.memory_bytes}",
-            f"--cpu={self.cpu_seconds}:{self.cpu_seconds + 1}",
+            f"--cpu={cpu}:{cpu + 1}",
+            f"--fsize={self.disk_bytes}",
             "--core=0",
-            "--",
-            *command,
         ]
-        if not self.isolate:
-            return limited
-        return [*self._bwrap_arguments(workdir, runtime_dir), "--", *limited]
+        if self.hierarchy is None:
+            limits.append(f"--nproc={_processes_of_this_user() + self.processes}")
+        return limits
 
     def _bwrap_arguments(self, workdir: str, runtime_dir: str) -> list[str]:
-        arguments = ["bwrap", "--unshare-all", "--die-with-parent"]
+        arguments = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+        if os.geteuid() == 0:
+            arguments += ["--cap-drop", "ALL"]
         for folder in SYSTEM_FOLDERS:
             path = Path(folder)
             if path.is_symlink():
                 arguments += ["--symlink", str(path.readlink()), folder]
             elif path.is_dir():
                 arguments += ["--ro-bind", folder, folder]
-        arguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        for name in ETC_FILES:
+            arguments += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        arguments += ["--proc", "/proc", "--dev", "/dev"]
+        arguments += ["--size", str(self.disk_bytes), "--tmpfs", "/tmp"]
         for path in self.read_only:
             arguments += ["--ro-bind", path, path]
         arguments += ["--bind", workdir, workdir, "--bind", runtime_dir, runtime_dir]
-        arguments += ["--chdir", workdir, "--clearenv"]
-        environment = {
-            "HOME": workdir,
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "IPYTHONDIR": "/tmp/ipython",
-            "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
-            "MPLCONFIGDIR": "/tmp/matplotlib",
-            "NBGRADER_EXECUTION": "autograde",
-        }
-        for name, value in environment.items():
-            arguments += ["--setenv", name, value]
-        return arguments
+        return [*arguments, "--chdir", workdir]
+
+
+def kernel_environment(workdir: str, tmp: str) -> list[str]:
+    """The kernel's whole environment, as NAME=value arguments of `env`."""
+    environment = {
+        "HOME": workdir,
+        "PATH": f"{Path(sys.executable).parent}:{SEARCH_PATH}",
+        "LANG": "C.UTF-8",
+        "IPYTHONDIR": f"{tmp}/ipython",
+        "JUPYTER_RUNTIME_DIR": f"{tmp}/jupyter-runtime",
+        "MPLCONFIGDIR": f"{tmp}/matplotlib",
+        "NBGRADER_EXECUTION": "autograde",
+    }
+    return [f"{name}={value}" for name, value in environment.items()]
+
+
+def _processes_of_this_user() -> int:
+    """How many processes this user runs now (RLIMIT_NPROC counts them all)."""
+    uid = os.getuid()
+    return sum(1 for status in Path("/proc").glob("[0-9]*") if _owner(status) == uid)
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
 
 
 def python_paths(packages: tuple[str, ...] = ("autograder",)) -> tuple[str, ...]:
@@ -80,9 +167,18 @@ def python_paths(packages: tuple[str, ...] = ("autograder",)) -> tuple[str, ...]
     return tuple(sorted(p for p in paths if not p.startswith(SYSTEM_FOLDERS)))
 
 
-def make_policy(memory_bytes: int, cpu_seconds: int, isolate: bool = True) -> SandboxPolicy:
-    """A policy for this Python installation."""
-    return SandboxPolicy(memory_bytes, cpu_seconds, python_paths(), isolate)
+def make_policy(
+    memory_bytes: int,
+    cpu_seconds: int,
+    processes: int = 128,
+    disk_bytes: int = 100 * 1024**2,
+    isolate: bool = True,
+) -> SandboxPolicy:
+    """A policy for this Python installation, with a cgroup per kernel where one can be made."""
+    hierarchy, _ = find_hierarchy()
+    return SandboxPolicy(
+        memory_bytes, cpu_seconds, processes, disk_bytes, python_paths(), isolate, hierarchy
+    )
 
 
 def sandbox_problem(policy: SandboxPolicy, scratch: Path) -> str | None:
@@ -110,6 +206,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     policy = Any(help="The SandboxPolicy the kernel runs under.")
     workdir = Unicode(help="The kernel's working folder, the only one it may write to.")
     runtime_dir = Unicode(help="Folder for the connection file and the ipc sockets.")
+    cgroup_procs = List(Unicode(), help="The cgroup.procs files the kernel joins.")
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -120,7 +217,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         """The kernelspec's command, wrapped in the sandbox."""
         command = super().format_kernel_cmd(extra_arguments)
-        return self.policy.wrap(command, self.workdir, self.runtime_dir)
+        return self.policy.wrap(command, self.workdir, self.runtime_dir, tuple(self.cgroup_procs))
 
     async def start_kernel(self, **kwargs: object) -> None:
         """Start the kernel with its stdout and stderr discarded (outputs go over ZeroMQ)."""

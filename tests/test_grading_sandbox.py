@@ -108,7 +108,7 @@ def test_the_kernel_can_write_its_folder_and_import_the_course_packages(sandboxe
 def test_the_kernel_is_stopped_at_the_cpu_time_limit(sandboxed_outputs):
     _, problems, _ = sandboxed_outputs
     assert problems == [
-        "cell 9: the kernel died (a crash, os._exit, or a CPU or memory limit); "
+        "cell 9: the kernel and its processes together used more than 4 s of CPU time; "
         "the kernel was stopped and later cells scored 0"
     ]
 

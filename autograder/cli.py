@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 from traitlets.config import Config
 
-from autograder.course import Course, GradingRecord
+from autograder.course import BrokenRecord, Course, GradingRecord
 from autograder.gradebook import GradingError
 from autograder.pipeline import CourseBusy, GradeOptions, grade
 from autograder.report import (
@@ -33,12 +35,25 @@ from autograder.report import (
 from autograder.sandbox import make_policy, sandbox_problem
 from autograder.submissions import (
     SubmissionsError,
+    Unpacked,
+    ZipLimits,
     collect_exchange,
     find_submissions,
     unpack_lms_zip,
 )
 
 console = Console(stderr=True)
+# Characters that steer a terminal (escape sequences, bidirectional overrides).
+CONTROL_CHARACTERS = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def literal(text: str, style: str = "") -> Text:
+    """Text shown as it is: no rich markup or emoji codes, control characters made visible
+    (reasons, names and file names come from submissions)."""
+    visible = CONTROL_CHARACTERS.sub(lambda match: ascii(match[0])[1:-1], str(text))
+    return Text(visible, style=style)
 
 
 class ProgressBar:
@@ -103,6 +118,20 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         metavar="ARCHIVE",
         help="first unpack a learning-management system's export (Canvas or Moodle) of one "
         "assignment into submitted/ (needs --assignment)",
+    )
+    parser.add_argument(
+        "--zip-member-mb",
+        type=float,
+        default=ZipLimits.member_bytes / 1024**2,
+        help="megabytes one file of a --zip export may unpack to; a larger file is skipped "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--zip-ratio",
+        type=int,
+        default=ZipLimits.ratio,
+        help="the most a --zip export may unpack to in all, as a multiple of its size; a "
+        "larger export is refused as a zip bomb (default: %(default)d)",
     )
 
 
@@ -224,18 +253,35 @@ def collect(course: Course, args: argparse.Namespace) -> None:
     if args.exchange:
         collect_exchange(course, args.assignment)
     elif args.zip:
-        unpack_lms_zip(course, args.zip, args.assignment)
+        limits = ZipLimits(int(args.zip_member_mb * 1024**2), args.zip_ratio)
+        print_unpacked(args.zip, unpack_lms_zip(course, args.zip, args.assignment, limits))
+
+
+def print_unpacked(archive: Path, unpacked: Unpacked) -> None:
+    """What an LMS export brought, and every member it skipped with the reason."""
+    console.print(
+        literal(
+            f"{archive}: {len(unpacked.updated)} submissions new or resubmitted, "
+            f"{len(unpacked.unchanged)} unchanged, {len(unpacked.skipped)} skipped"
+        )
+    )
+    if unpacked.skipped:
+        skipped = Table(title=literal(f"Skipped in {archive}"))
+        for column in ("member or student", "why"):
+            skipped.add_column(column, overflow="fold")
+        for name, reason in unpacked.skipped:
+            skipped.add_row(literal(name), literal(reason))
+        console.print(skipped)
 
 
 def write_outputs(course: Course, args: argparse.Namespace) -> None:
     """Export the grades, write the report of the whole course and print its tables."""
     export_grades(course, args.grades)
-    records = [r for s in find_submissions(course) if (r := course.read_record(s)) is not None]
-    report = collect_report(course, records)
+    report = collect_report(course, course.read_records(find_submissions(course)))
     write_report_html(report, args.report)
     write_report_csv(report, args.report.with_suffix(".csv"))
     print_tables(report)
-    console.print(f"grades: {args.grades}   report: {args.report}")
+    console.print(literal(f"grades: {args.grades}   report: {args.report}"))
 
 
 def print_tables(report: ClassReport) -> None:
@@ -249,14 +295,14 @@ def print_tables(report: ClassReport) -> None:
         for assignment in assignments:
             score = report.scores[student].get(assignment)
             cells.append(f"{score[0]:g}/{score[1]:g}" if score else "-")
-        scores.add_row(student, *cells)
+        scores.add_row(literal(student), *cells)
     console.print(scores)
     if report.attention:
         attention = Table(title="Needs your attention")
         for column in ("student", "assignment", "reason"):
-            attention.add_column(column)
+            attention.add_column(column, overflow="fold")
         for row in report.attention:
-            attention.add_row(*row)
+            attention.add_row(*map(literal, row))
         console.print(attention)
 
 
@@ -278,6 +324,11 @@ def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
         policy = dataclasses.replace(policy, isolate=False)
     console.print(policy.describe())
     submissions = find_submissions(course, args.assignment, args.student)
+    for submission in submissions:
+        try:
+            course.read_record(submission)
+        except BrokenRecord as broken:
+            console.print(literal(str(broken), style="yellow"))
     if not submissions:
         console.print(f"no submissions found in {course.coursedir.submitted_directory}/")
     bar = ProgressBar()
@@ -314,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(course, args)
         return 0
     except (GradingError, SubmissionsError, CourseBusy) as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(Text("error: ", style="bold red"), literal(str(error)), sep="")
         return 2
 
 

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import bisect
 import functools
+import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
+import sqlalchemy.orm.query
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import InstanceState, Session, scoped_session, sessionmaker
@@ -59,6 +63,9 @@ RESULT_CALLS = frozenset({"execute", "scalars"})
 MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
 # Calls whose step stays open after they return, for one of the two reasons above.
 LINGERING_CALLS = RESULT_CALLS | MERGEABLE_CALLS
+# What Query and the attribute loaders pass to Session.execute(); and the step name of the latter.
+LOAD_OPTIONS = "_sa_orm_load_options"
+LOAD_ON_ACCESS = "load on access"
 # The name of a step of changes made outside any call (see ``SessionTracker.catch_up``).
 BETWEEN_CALLS = "between calls"
 # Calls that may change every object of the session without a lifecycle event (expiry);
@@ -72,6 +79,10 @@ SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 LABEL_BUDGET = 64
 
 Listener = Callable[[Step | None], None]
+Target = Session | sessionmaker | scoped_session
+# Frames of these files lead from a user's call to Session.execute(): SQLAlchemy's and ours.
+_LIBRARIES = (os.path.dirname(sqlalchemy.__file__), __file__)
+_QUERY_FILE = sqlalchemy.orm.query.__file__
 
 
 class _Record(weakref.ref):
@@ -161,7 +172,7 @@ class _SessionMembers:
 class SessionTracker:
     """Record the history of a Session, a sessionmaker's sessions or a scoped_session's sessions."""
 
-    def __init__(self, target: Session | sessionmaker | scoped_session) -> None:
+    def __init__(self, target: Target, *more_targets: Target) -> None:
         self._lock = threading.RLock()
         self._local = threading.local()
         self._history: list[Step] = []
@@ -171,15 +182,22 @@ class SessionTracker:
         self._session_labels: dict[int, str] = {}  # by Session.hash_key, in order of first sight
         self._session_refs: dict[int, weakref.ref[Session]] = {}  # the same sessions
         self._listeners: list[Listener] = []
-        self._engines: set[Engine] = set()
-        self._event_target, self._method_owner = _resolve_target(target)
-        self._wrapped: dict[str, Any] = {}
-        self._handlers = self._make_handlers()
-        for name, handler in self._handlers:
-            # raw: lifecycle handlers receive the InstanceState, without a wrapper per call
-            event.listen(self._event_target, name, handler, raw=name in LIFECYCLE_EVENTS)
-        self._wrap_calls()
-        self._attached = True
+        self._hubs: list[_Hub] = []  # where this tracker is attached: owners, then engines
+        for followed in (target, *more_targets):
+            self.follow(followed)
+
+    def follow(self, target: Target) -> None:
+        """Record the sessions of one more Session, sessionmaker or scoped_session too.
+
+        (Follow a sessionmaker before any of its sessions: a session followed on its own, then
+        its factory, would have its events recorded twice.)
+        """
+        owner = _method_owner(target)
+        with self._lock:
+            # a session of a factory this tracker follows is followed already
+            followed = {id(hub.owner) for hub in self._hubs}
+            if not followed & {id(owner), id(type(owner))}:
+                self._hubs.append(_Hub.join(owner, self))
         if isinstance(target, Session):
             for obj in list(target.new) + list(target.identity_map.values()):
                 self.watch(obj)
@@ -393,92 +411,40 @@ class SessionTracker:
             self._finish()
 
     def detach(self) -> None:
-        """Remove every event listener and call wrapper this tracker added."""
-        if not self._attached:
-            return
+        """Stop recording. The last tracker to leave a target removes its wrapper and listeners,
+        leaving the target's methods exactly as they were."""
         self.settle()
-        self._attached = False
-        for name, handler in self._handlers:
-            event.remove(self._event_target, name, handler)
-        for engine in self._engines:
-            event.remove(engine, "before_cursor_execute", self._on_sql)
-        self._engines.clear()
-        for name, original in self._wrapped.items():
-            if original is _ABSENT:
-                delattr(self._method_owner, name)
-            else:
-                setattr(self._method_owner, name, original)
-        self._wrapped.clear()
+        with self._lock:
+            hubs, self._hubs = self._hubs, []
+        for hub in hubs:
+            hub.leave(self)
 
-    # ----------------------------------------------------------------- attaching
-    def _make_handlers(self) -> list[tuple[str, Callable[..., None]]]:
-        handlers = [(name, self._lifecycle_handler(name)) for name in LIFECYCLE_EVENTS]
-        return handlers + [
-            ("after_begin", self._on_begin),
-            ("after_flush", self._on_flush),
-            ("after_flush_postexec", self._on_flush_postexec),
-            ("after_commit", self._on_commit),
-            ("after_soft_rollback", self._on_rollback),
-            ("after_transaction_end", self._on_transaction_end),
-        ]
-
-    def _lifecycle_handler(self, name: str) -> Callable[[Session, InstanceState], None]:
-        """The handler of one lifecycle event: it runs once per object, so it is kept short."""
-        records, local = self._records, self._local
-        step_name = "load" if name == "loaded_as_persistent" else name
-
-        def handler(session: Session, state: InstanceState) -> None:
-            obj = state.obj()
-            if obj is None:  # collected meanwhile: SQLAlchemy's own wrapper skips these too
-                return
-            record = records.get(id(obj))
-            if record is None or record() is not obj:
-                record = self._record_for(obj)
-            builder = getattr(local, "builder", None)
-            if builder is None or not getattr(local, "depth", 0):
-                builder = self._builder(session, step_name)
-            builder.transition_records.append(record)
-            builder.transition_events.append(name)
-            builder.touched[record.key] = record
-
-        return handler
-
-    def _wrap_calls(self) -> None:
-        owner = self._method_owner
-        for name in TRACKED_CALLS:
-            self._wrapped[name] = vars(owner).get(name, _ABSENT)
-            setattr(owner, name, self._wrapper(name, getattr(owner, name)))
-
-    def _wrapper(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        """``method`` recorded as a step when it is the outermost tracked call of its thread."""
-        bound = not isinstance(self._method_owner, type)
+    # ----------------------------------------------------------------- calls (from _Hub)
+    def _call_started(self, name: str, session: Session, kwargs: dict[str, Any]) -> bool:
+        """A tracked call begins: start or continue a step; False for a call inside another."""
         local = self._local
-        lingers = name in LINGERING_CALLS
+        if getattr(local, "depth", 0):
+            return False
+        builder = getattr(local, "builder", None)
+        if builder is None or not builder.joins(name, session):
+            if builder is not None:
+                self._finish()
+            builder = _StepBuilder(call=_call_name(name, kwargs), session=session, name=name)
+            local.builder = builder
+        builder.calls += 1
+        local.depth = 1
+        return True
 
-        @functools.wraps(method)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if getattr(local, "depth", 0):  # a call inside another tracked call
-                return method(*args, **kwargs)
-            session = self._method_owner if bound else args[0]
-            builder = getattr(local, "builder", None)
-            if builder is None or not builder.joins(name, session):
-                if builder is not None:
-                    self._finish()
-                builder = _StepBuilder(call=f"{name}()", session=session, name=name)
-                local.builder = builder
-            builder.calls += 1
-            local.depth = 1
-            try:
-                return method(*args, **kwargs)
-            except BaseException as exc:
-                builder.error = type(exc).__name__
-                raise
-            finally:
-                local.depth = 0
-                if not (lingers and builder.lingering and builder.error is None):
-                    self._end_call(builder, name)
+    def _call_failed(self, error: BaseException) -> None:
+        self._local.builder.error = type(error).__name__
 
-        return call
+    def _call_returned(self, name: str) -> None:
+        """Close the call's step, unless rows are still to load or the same call may join."""
+        local = self._local
+        local.depth = 0
+        builder = local.builder
+        if not (name in LINGERING_CALLS and builder.lingering and builder.error is None):
+            self._end_call(builder, name)
 
     def _end_call(self, builder: _StepBuilder, name: str) -> None:
         """Close the step, or keep it open for rows still to load or the same call again."""
@@ -507,12 +473,27 @@ class SessionTracker:
             local.builder = builder
         return builder
 
+    def _on_lifecycle(self, session: Session, state: InstanceState, name: str) -> None:
+        """One lifecycle event of one object."""
+        obj = state.obj()
+        if obj is None:  # collected meanwhile: SQLAlchemy's own wrapper skips these too
+            return
+        record = self._records.get(id(obj))
+        if record is None or record() is not obj:
+            record = self._record_for(obj)
+        local = self._local
+        builder = getattr(local, "builder", None)
+        if builder is None or not getattr(local, "depth", 0):
+            builder = self._builder(session, "load" if name == "loaded_as_persistent" else name)
+        builder.transition_records.append(record)
+        builder.transition_events.append(name)
+        builder.touched[record.key] = record
+
     def _on_begin(self, session: Session, transaction: Any, connection: Any) -> None:
         engine = connection.engine
         with self._lock:
-            if engine not in self._engines:
-                self._engines.add(engine)
-                event.listen(engine, "before_cursor_execute", self._on_sql)
+            if not any(hub.owner is engine for hub in self._hubs):
+                self._hubs.append(_Hub.join(engine, self))
         self._builder(session, "begin").mark("begin")
 
     def _on_sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -680,6 +661,142 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+_HUB_ATTRIBUTE = "_session_visualizer_hub"
+# what a hub listens to: SQLAlchemy event -> the tracker's handler
+SESSION_EVENT_HANDLERS = {
+    "after_begin": SessionTracker._on_begin,
+    "after_flush": SessionTracker._on_flush,
+    "after_flush_postexec": SessionTracker._on_flush_postexec,
+    "after_commit": SessionTracker._on_commit,
+    "after_soft_rollback": SessionTracker._on_rollback,
+    "after_transaction_end": SessionTracker._on_transaction_end,
+}
+ENGINE_EVENT_HANDLERS = {"before_cursor_execute": SessionTracker._on_sql}
+
+
+class _Hub:
+    """The one call wrapper and the one set of event listeners on a hooked owner (a Session,
+    a sessionmaker's private class, or an Engine), shared by the trackers attached to it.
+
+    Trackers are held weakly: one nobody references any more (a notebook cell re-run made a new
+    one) drops out once collected. The hub stays on its owner, costing one empty loop per call,
+    until a tracker leaves with ``detach()`` and no other is attached: then the owner's methods
+    and listeners are exactly as they were. (Removing it from the garbage collector's callback
+    could change SQLAlchemy's listener lists while it iterates them.)
+    """
+
+    _lock = threading.RLock()  # attaching and leaving, across all hubs
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.trackers: tuple[weakref.ref[SessionTracker], ...] = ()
+        self.originals: dict[str, Any] = {}  # the wrapped methods as the owner had them
+        self.listeners: list[tuple[str, Callable[..., None]]] = []
+
+    @classmethod
+    def join(cls, owner: Any, tracker: SessionTracker) -> _Hub:
+        """The owner's hub, installed on first use, with ``tracker`` attached."""
+        with cls._lock:
+            hub = vars(owner).get(_HUB_ATTRIBUTE)
+            if hub is None:
+                hub = cls(owner)
+                hub._install()
+            if not any(ref() is tracker for ref in hub.trackers):
+                hub.trackers += (weakref.ref(tracker, hub._drop),)
+            return hub
+
+    def leave(self, tracker: SessionTracker) -> None:
+        """Detach ``tracker``; the last one to leave uninstalls the hub."""
+        with self._lock:
+            self.trackers = tuple(
+                ref for ref in self.trackers if ref() is not tracker and ref() is not None
+            )
+            if not self.trackers and vars(self.owner).get(_HUB_ATTRIBUTE) is self:
+                self._uninstall()
+
+    def _drop(self, ref: weakref.ref[SessionTracker]) -> None:
+        """A tracker was collected."""
+        with self._lock:
+            self.trackers = tuple(other for other in self.trackers if other is not ref)
+
+    def _install(self) -> None:
+        owner = self.owner
+        if isinstance(owner, Engine):
+            listeners = {name: self._listener(handler)
+                         for name, handler in ENGINE_EVENT_HANDLERS.items()}
+        else:
+            listeners = {name: self._lifecycle_listener(name) for name in LIFECYCLE_EVENTS}
+            listeners.update((name, self._listener(handler))
+                             for name, handler in SESSION_EVENT_HANDLERS.items())
+            for name in TRACKED_CALLS:
+                self.originals[name] = vars(owner).get(name, _ABSENT)
+                setattr(owner, name, self._wrapper(name, getattr(owner, name)))
+        for name, listener in listeners.items():
+            # raw: lifecycle listeners receive the InstanceState, without a wrapper per call
+            event.listen(owner, name, listener, raw=name in LIFECYCLE_EVENTS)
+            self.listeners.append((name, listener))
+        setattr(owner, _HUB_ATTRIBUTE, self)
+
+    def _uninstall(self) -> None:
+        owner = self.owner
+        for name, listener in self.listeners:
+            event.remove(owner, name, listener)
+        for name, original in self.originals.items():
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        delattr(owner, _HUB_ATTRIBUTE)
+
+    def _listener(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """An event listener that passes the event on to every attached tracker."""
+
+        def listener(*args: Any) -> None:
+            for ref in self.trackers:
+                tracker = ref()
+                if tracker is not None:
+                    handler(tracker, *args)
+
+        return listener
+
+    def _lifecycle_listener(self, name: str) -> Callable[[Session, InstanceState], None]:
+        """The listener of one lifecycle event: it runs once per object, so it is kept short."""
+
+        def listener(session: Session, state: InstanceState) -> None:
+            for ref in self.trackers:
+                tracker = ref()
+                if tracker is not None:
+                    tracker._on_lifecycle(session, state, name)
+
+        return listener
+
+    def _wrapper(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` reported to every attached tracker (each records it when it is the
+        outermost tracked call of its thread)."""
+        bound = not isinstance(self.owner, type)
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            refs = self.trackers
+            if not refs:
+                return method(*args, **kwargs)
+            session = self.owner if bound else args[0]
+            started = []
+            for ref in refs:
+                tracker = ref()
+                if tracker is not None and tracker._call_started(name, session, kwargs):
+                    started.append(tracker)
+            try:
+                return method(*args, **kwargs)
+            except BaseException as error:
+                for tracker in started:
+                    tracker._call_failed(error)
+                raise
+            finally:
+                for tracker in started:
+                    tracker._call_returned(name)
+
+        return call
 
 
 def _forget(record: _Record) -> None:
@@ -748,17 +865,38 @@ def _deleted_ids(session: Session | None) -> set[int]:
     return set() if session is None else {id(obj) for obj in session.deleted}
 
 
-def _resolve_target(target: object) -> tuple[Any, Any]:
-    """(what to listen on, where to wrap the calls) for a Session, sessionmaker, scoped_session."""
+def _method_owner(target: object) -> Session | type[Session]:
+    """Where to wrap the calls and listen: the Session, or a sessionmaker's private class."""
     if isinstance(target, scoped_session):
         target = target.session_factory
     if isinstance(target, sessionmaker):
         # sessionmaker makes a private subclass of its class for itself: wrapping its methods
         # affects only this factory's sessions.
-        return target, target.class_
+        return target.class_
     if isinstance(target, Session):
-        return target, target
+        return target
     raise TypeError(
         "SessionTracker needs a Session instance, a sessionmaker or a scoped_session, "
         f"not {type(target).__name__}"
     )
+
+
+def _call_name(name: str, kwargs: dict[str, Any]) -> str:
+    """A step's name: ``"commit()"``; a legacy ``Query`` method when one executes the statement."""
+    options = kwargs.get("execution_options")
+    if name == "execute" and options and LOAD_OPTIONS in options:
+        return _loading_call(sys._getframe(2))
+    return f"{name}()"
+
+
+def _loading_call(frame: FrameType | None) -> str:
+    """Who executes a statement with ORM load options: the outermost ``Query`` method among the
+    SQLAlchemy calls that led here (``"Query.one()"``), or else an attribute loaded on access."""
+    query_method = None
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
+        if frame.f_code.co_filename == _QUERY_FILE:
+            query_method = frame.f_code.co_qualname
+        frame = frame.f_back
+    if query_method is None:
+        return LOAD_ON_ACCESS
+    return "iter(Query)" if query_method == "Query.__iter__" else f"{query_method}()"

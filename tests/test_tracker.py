@@ -528,3 +528,120 @@ def test_an_object_collected_reads_as_gone_only_from_then_on(session):
     ]
     assert [snap.state for snap in tracker.objects_at(2)][0] == "transient"
     assert [snap.state for snap in tracker.objects_at(3)][0] == "gone"
+
+
+TRACKED_METHODS = ("add", "commit", "close", "execute", "_session_visualizer_hub")
+
+
+def methods_of(owner) -> dict[str, object]:
+    """The tracked methods (and hub) the owner defines itself."""
+    return {name: vars(owner)[name] for name in TRACKED_METHODS if name in vars(owner)}
+
+
+def add_one(factory, name: str) -> None:
+    with factory() as session:
+        session.add(User(name=name))
+        session.commit()
+
+
+@pytest.mark.parametrize("first_leaves_first", [True, False])
+def test_two_trackers_on_one_factory_attach_and_detach_in_either_order(engine, first_leaves_first):
+    factory = sessionmaker(engine)
+    before = methods_of(factory.class_)
+    first, second = SessionTracker(factory), SessionTracker(factory)
+    assert vars(factory.class_)["add"].__wrapped__ is Session.add  # one wrapper, shared
+    add_one(factory, "Mary")
+    leaving, staying = (first, second) if first_leaves_first else (second, first)
+    leaving.detach()
+    add_one(factory, "Ann")
+    assert [step.call for step in leaving.history] == ["add()", "commit()", "close()"]
+    assert [step.call for step in staying.history] == ["add()", "commit()", "close()"] * 2
+    staying.detach()
+    assert methods_of(factory.class_) == before == {}
+    add_one(factory, "Bob")
+    assert len(staying.history) == 6
+
+
+def test_a_re_run_cell_never_nests_wrappers(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    old = weakref.ref(tracker)
+    old_history = tracker.history
+    tracker = SessionTracker(factory)  # the cell again; the old tracker is never detached
+    gc.collect()
+    assert old() is None  # nothing else held it: it stopped recording
+    assert vars(factory.class_)["add"].__wrapped__ is Session.add
+    hub = vars(factory.class_)["_session_visualizer_hub"]
+    assert [ref() for ref in hub.trackers] == [tracker]
+    add_one(factory, "Mary")
+    assert [step.call for step in tracker.history] == ["add()", "commit()", "close()"]
+    assert old_history == []
+    tracker.detach()
+    assert methods_of(factory.class_) == {}
+
+
+def test_a_re_run_cell_on_a_session_instance(session):
+    trackers = [SessionTracker(session) for _run in range(3)]
+    assert vars(session)["add"].__wrapped__.__func__ is Session.add
+    session.add(User(name="Mary"))
+    assert [len(tracker.history) for tracker in trackers] == [1, 1, 1]
+    for tracker in trackers:
+        tracker.detach()
+    assert methods_of(session) == {}
+
+
+def test_one_tracker_follows_several_targets(engine, tmp_path):
+    other_engine = create_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    Base.metadata.create_all(other_engine)
+    first, second = sessionmaker(engine), scoped_session(sessionmaker(other_engine))
+    tracker = SessionTracker(first)
+    tracker.follow(second)
+    tracker.follow(first)  # already followed: nothing changes
+    assert len({ref() for ref in vars(first.class_)["_session_visualizer_hub"].trackers}) == 1
+    add_one(first, "Mary")
+    second.add(User(name="Ann"))
+    second.commit()
+    second.remove()
+    steps = [(step.call, step.session_label) for step in tracker.history]
+    assert steps == [
+        ("add()", "session 1"), ("commit()", "session 1"), ("close()", "session 1"),
+        ("add()", "session 2"), ("commit()", "session 2"), ("close()", "session 2"),
+    ]
+    assert tracker.history[4].sql == ("INSERT INTO users (name) VALUES (?)",)
+    tracker.detach()
+    assert methods_of(first.class_) == methods_of(second.session_factory.class_) == {}
+    for hooked in (engine, other_engine):
+        assert "_session_visualizer_hub" not in vars(hooked)
+        assert len(hooked.dispatch.before_cursor_execute) == 0
+    other_engine.dispose()
+
+
+def test_a_session_of_a_followed_factory_is_not_recorded_twice(engine):
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    mary = User(name="Mary")
+    with factory() as session:
+        tracker.follow(session)
+        session.add(mary)
+        session.flush()
+    assert [(step.call, step.transition_count) for step in tracker.history] == [
+        ("add()", 1), ("flush()", 1), ("close()", 1)
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.LegacyAPIWarning")
+def test_legacy_query_calls_are_named_as_such(session):
+    tracker = SessionTracker(session)
+    query = session.query(User)
+    john = query.get(1)
+    query.filter(User.name == "John").one()
+    query.all()
+    query.first()
+    query.count()
+    list(query)
+    session.commit()
+    assert john.name == "John"  # expired by the commit: loaded again on access
+    assert [step.call for step in tracker.history] == [
+        "Query.get()", "Query.one()", "Query.all()", "Query.first()", "Query.count()",
+        "iter(Query)", "commit()", "load on access",
+    ]

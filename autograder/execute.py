@@ -13,6 +13,7 @@ is stopped, the cell that was running scores 0 and the cells before keep their r
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import tempfile
@@ -24,10 +25,12 @@ import nbformat
 from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError
 from nbformat.notebooknode import NotebookNode
+from nbgrader import utils
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Integer, List, Unicode
 
 from autograder.cgroups import KernelCgroup
+from autograder.integrity import KernelGuard, withheld_output
 from autograder.safe_files import copy_regular_files, open_folder
 from autograder.sandbox import SandboxedKernelManager, SandboxPolicy
 
@@ -70,6 +73,7 @@ class GuardedExecute(Execute):
 
     def preprocess(self, nb, resources=None, km=None):  # noqa: D102 - nbconvert's signature
         self._stopped_reason = ""
+        self._guard: KernelGuard | None = None
         self._deadline = time.monotonic() + self.notebook_timeout
         self._cell_bytes: dict[int, int] = {}
         self._truncated: set[int] = set()
@@ -95,7 +99,7 @@ class GuardedExecute(Execute):
             cell.outputs = [error_output("CellNotRun", self._stopped_reason)]
             return cell, resources
         try:
-            cell, resources = super().preprocess_cell(cell, resources, index)
+            tampering = self._execute(cell, resources, index)
         except Exception as error:
             self._stop(f"{label}: {self._describe(error)}")
             cell.outputs = [
@@ -121,7 +125,22 @@ class GuardedExecute(Execute):
             note = f"[output cut at {self.output_limit_bytes} bytes]\n"
             cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=note))
             self.problems.append(f"{label}: output cut at {self.output_limit_bytes} bytes")
+        if tampering:
+            cell.outputs.append(withheld_output(tampering))
+            shown = "; ".join(tampering[:5]) + ("; ..." if len(tampering) > 5 else "")
+            self.problems.append(f"{label}: points withheld, the test machinery changed: {shown}")
         return cell, resources
+
+    def _execute(self, cell: NotebookNode, resources: dict, index: int) -> list[str]:
+        """Run the cell; for a test cell, return what the integrity guard found changed."""
+        if self._guard is None:
+            self._guard = KernelGuard(self.kc)
+            self._guard.install()
+        run = functools.partial(super().preprocess_cell, cell, resources, index)
+        if not utils.is_grade(cell):
+            run()
+            return []
+        return self._guard.run_test_cell(cell, run)
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: D102 - nbclient's signature
         size = len(str(msg["content"]))

@@ -1,46 +1,157 @@
-"""Feedback pages that show every test's result, points and message, never hidden-test source.
+"""Feedback pages that show each test's result, points and teaching message, and nothing else.
 
-nbgrader's own `generate_feedback` renders the autograded notebook, whose test cells were
-restored from source/ with their hidden tests: the page shows them (and the traceback of
-a failing hidden assert quotes its line). Here the same converter settings, template and
-`GetGrades` preprocessor are used, with one more step: nbgrader's `ClearHiddenTests`
-removes the hidden region from the cell, and the cell's error outputs are cut down to
-"Error: message", which keeps the assertion message and drops the quoted source.
+nbgrader's own `generate_feedback` renders the autograded notebook as it is: the test cells
+restored from source/ with their hidden tests, and every output the student's kernel sent.
+Those outputs are not safe to show. A student's hook can print each cell's source as it
+runs, an answer can stash a hidden test's text and print it in a later cell, update an
+earlier cell's display, or raise an error quoting it; a failing check's own message quotes
+the inputs it used. So here the same converter settings, template and `GetGrades`
+preprocessor are used with one more step, `WithholdOutputs`:
+
+- hidden-test regions are removed from the cells' source (nbgrader's `ClearHiddenTests`);
+- no output the kernel sent is shown, of any cell; the notebook's metadata keeps only its
+  kernelspec and language (widget state, which a kernel writes, is dropped);
+- a failing test cell shows one line the grader builds: the teaching message, when the
+  error's message (or its "likely misunderstanding" part) is a message the instructor wrote
+  in that cell (an `assert` message, or the `misunderstanding` argument of a check) or a
+  string of `autograder.checks`; else only the error's name when it is one of Python's
+  built-in exceptions or the grader's own; else a fixed sentence.
+
+What a student can learn from the page is therefore bounded by what the instructor wrote as
+teaching messages (which must not quote hidden inputs or expected values; the assignments'
+tests check theirs) plus pass or fail and points per cell.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
+import functools
+import inspect
 import shutil
 from pathlib import Path
 
 import nbformat
 from nbconvert.exporters import HTMLExporter
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader import utils
 from nbgrader.converters import GenerateFeedback
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 
+from autograder import checks
 from autograder.course import Course, Submission
+from autograder.integrity import WITHHELD_ENAME, WITHHELD_MESSAGE
+
+MISUNDERSTANDING = "\n  likely misunderstanding: "
+BUILTIN_ERRORS = frozenset(
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+)
+GRADER_ERRORS = {
+    WITHHELD_ENAME: WITHHELD_MESSAGE,
+    "CellTimeoutError": "the cell ran out of time and was interrupted",
+    "CellNotRun": "not run: the kernel had been stopped by an earlier cell",
+    "KernelFailed": "the kernel failed",
+}
+UNKNOWN_ERROR = "the test failed (its error is not shown: it may quote the test's inputs)"
 
 
-class HideHiddenTests(ClearHiddenTests):
-    """Remove hidden-test source from a cell and from the tracebacks of its errors."""
+def message_arguments(source: str) -> set[str]:
+    """The teaching messages written in a test cell's code: `assert` messages and the
+    `misunderstanding` argument of every call of a check from `autograder.checks`."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    messages = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and isinstance(node.msg, ast.Constant):
+            messages.add(node.msg.value)
+        elif isinstance(node, ast.Call):
+            messages |= _misunderstanding_argument(node)
+    return {message for message in messages if isinstance(message, str)}
+
+
+def _misunderstanding_argument(call: ast.Call) -> set[str]:
+    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
+    check = getattr(checks, name, None)
+    if not callable(check) or not hasattr(check, "__code__"):
+        return set()
+    if any(isinstance(arg, ast.Starred) for arg in call.args) or any(
+        keyword.arg is None for keyword in call.keywords
+    ):
+        return set()
+    try:
+        bound = inspect.signature(check).bind_partial(
+            *call.args, **{keyword.arg: keyword.value for keyword in call.keywords}
+        )
+    except TypeError:
+        return set()
+    argument = bound.arguments.get("misunderstanding")
+    return {argument.value} if isinstance(argument, ast.Constant) else set()
+
+
+@functools.cache
+def public_messages() -> frozenset[str]:
+    """Every string of `autograder.checks` (a module students can read anyway)."""
+    tree = ast.parse(Path(checks.__file__).read_text())
+    return frozenset(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
+
+
+def shown_message(error: dict, allowed: set[str]) -> str:
+    """The one line a failing test cell shows for its error output."""
+    ename, evalue = str(error.get("ename", "")), str(error.get("evalue", ""))
+    if ename in GRADER_ERRORS:
+        return f"{ename}: {GRADER_ERRORS[ename]}"
+    message = evalue.rpartition(MISUNDERSTANDING)[2]
+    if ename == "AssertionError" and (message in allowed or message in public_messages()):
+        return f"AssertionError: {message}"
+    if ename in BUILTIN_ERRORS:
+        return f"{ename} raised (its message is not shown: it may quote the test's inputs)"
+    return UNKNOWN_ERROR
+
+
+class WithholdOutputs(ClearHiddenTests):
+    """Remove hidden tests and every kernel output; a failing test cell gets one line."""
+
+    def preprocess(self, nb, resources):  # noqa: D102 - nbconvert's signature
+        nb.metadata = nbformat.NotebookNode(
+            {key: nb.metadata[key] for key in ("kernelspec", "language_info") if key in nb.metadata}
+        )
+        return super().preprocess(nb, resources)
 
     def preprocess_cell(self, cell, resources, cell_index):  # noqa: D102 - nbconvert's signature
-        before = cell.source
+        if cell.cell_type != "code":
+            return super().preprocess_cell(cell, resources, cell_index)
+        allowed = message_arguments(cell.source)
+        outputs = cell.get("outputs", [])
         cell, resources = super().preprocess_cell(cell, resources, cell_index)
-        if cell.source != before:
-            for output in cell.get("outputs", []):
-                if output.output_type == "error":
-                    message = f": {output.evalue}" if output.evalue else ""
-                    output.traceback = [f"{output.ename}{message}"]
+        cell.outputs = []
+        if not utils.is_grade(cell):
+            return cell, resources
+        errors = [output for output in outputs if output.get("output_type") == "error"]
+        if errors:
+            line = shown_message(errors[-1], allowed)
+        elif any(output.get("name") == "stderr" for output in outputs):
+            line = "the cell wrote to stderr, which counts as a failure"
+        else:
+            return cell, resources
+        cell.outputs = [
+            nbformat.v4.new_output("stream", name="stdout", text=f"{line}\n"),
+        ]
         return cell, resources
 
 
 def feedback_exporter(course: Course) -> HTMLExporter:
-    """An HTML exporter configured as nbgrader's generate_feedback, plus HideHiddenTests."""
+    """An HTML exporter configured as nbgrader's generate_feedback, plus WithholdOutputs."""
     converter = GenerateFeedback(coursedir=course.coursedir, config=course.config)
     exporter = HTMLExporter(parent=converter, config=converter.config)
-    for preprocessor in (GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor):
+    for preprocessor in (GetGrades, WithholdOutputs, CSSHTMLHeaderPreprocessor):
         exporter.register_preprocessor(preprocessor(parent=exporter), enabled=True)
     return exporter
 

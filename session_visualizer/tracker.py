@@ -1,13 +1,17 @@
 """Record every state transition of every object of a Session, step by step.
 
 A *step* is one public Session call (``add()``, ``commit()``, ``close()``...), or a run of the same
-call that emits no SQL (a loop of ``add()``). The tracker wraps those calls on the target's sessions
-only (the Session instance, or the private subclass a ``sessionmaker`` makes for itself), listens
-to SQLAlchemy's ten object-lifecycle events, to the session events (begin, flush, commit,
-rollback) and to the engine's ``before_cursor_execute``, and when a call returns it appends a
-``Step`` to its history. Rows that ``execute()``/``scalars()`` turn into objects only while the
-result is read belong to that call's step: it stays open until the next call in that thread, the
-end of the transaction, or until someone reads the tracker (``settle()``).
+call that emits no SQL (a loop of ``add()``). The calls are wrapped on the target's sessions only
+(the Session instance, or the private subclass a ``sessionmaker`` makes for itself); SQLAlchemy's
+ten object-lifecycle events, the session events (begin, flush, commit, rollback) and the engine's
+``before_cursor_execute`` are listened to. Each hooked owner gets one wrapper per method and one
+listener per event, whatever the number of trackers: a ``_Hub`` that passes them on to the
+trackers attached to it (held weakly) and is removed when the last one detaches. When a call
+returns, each tracker appends a ``Step`` to its history. Rows that ``execute()``/``scalars()``
+turn into objects only while the result is read belong to that call's step: it stays open until
+the next call in that thread, the end of the transaction, or until someone reads the tracker
+(``settle()``). Changes made between calls (an attribute assigned) become a step when
+``catch_up()`` is called (at the end of a notebook cell, say).
 
 Event handlers never load an attribute (they read ``InstanceState`` only); objects are held
 weakly; per-thread bookkeeping lives in ``threading.local`` and the history behind a lock. The
@@ -356,6 +360,8 @@ class SessionTracker:
         """A given session's collections after step ``index`` (-1: before any step)."""
         self.settle()
         with self._lock:
+            if index == len(self._history) - 1:  # the latest: no need to replay the history
+                return self._current(session.hash_key)
             return self._session_as_of(session.hash_key, index)
 
     def _session_as_of(self, session_key: int | None, index: int) -> SessionSnapshot:
@@ -439,23 +445,18 @@ class SessionTracker:
         self._local.builder.error = type(error).__name__
 
     def _call_returned(self, name: str) -> None:
-        """Close the call's step, unless rows are still to load or the same call may join."""
+        """Close the call's step, or keep it open for rows still to load or the same call again."""
         local = self._local
         local.depth = 0
         builder = local.builder
-        if not (name in LINGERING_CALLS and builder.lingering and builder.error is None):
-            self._end_call(builder, name)
-
-    def _end_call(self, builder: _StepBuilder, name: str) -> None:
-        """Close the step, or keep it open for rows still to load or the same call again."""
-        if name in ("close", "reset"):
-            builder.mark("close")
         if builder.error is None and name in LINGERING_CALLS:
             if not builder.lingering:
                 builder.lingering = True
                 self._notify(None)
-        elif self._local.builder is builder:
-            self._finish()
+            return
+        if name in ("close", "reset"):
+            builder.mark("close")
+        self._finish()
 
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)

@@ -302,9 +302,9 @@ def _step_html(step: Step) -> str:
     )
 
 
-def moment_html(live: bool, pinned: int, step: Step | None) -> str:
-    """What moment a view shows: the end of its cell (``pinned``: that step's number, counted
-    from 1, 0 before any step) or live, and after which step."""
+def moment_html(pinned: int, step: Step | None, live: bool) -> str:
+    """What moment a view shows - the end of its cell or, ``live``, the present - and after which
+    ``step``; ``pinned`` is the number (from 1; 0: before any step) of its cell's last step."""
     shown = "before any step" if step is None else f"after {_step_html(step)}"
     if live:
         head = "<b>live</b>: follows every new step"

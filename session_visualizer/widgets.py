@@ -23,6 +23,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
@@ -38,11 +39,13 @@ MAX_LISTED_STEPS = 50  # steps listed in the timeline's static HTML
 MOMENTS = (("this cell", "cell"), ("now", "now"))
 
 
+@dataclass
 class Picture:
     """What a view shows at one moment: its mirror trait values, text and HTML."""
 
-    def __init__(self, traits: dict[str, Any], text: str, html: str) -> None:
-        self.traits, self.text, self.html = traits, text, html
+    traits: dict[str, Any]
+    text: str
+    html: str
 
 
 class _View(widgets.VBox):
@@ -124,7 +127,7 @@ class _View(widgets.VBox):
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self._waiting:  # displayed by its own cell: the cell's moment so far
             self._pin(self._first)
-            self._reposition(to_last=False)
+            self._reposition(to_last=True)
         data = super()._repr_mimebundle_(**kwargs) or {}
         static = self._static()
         data["text/plain"] = static.text
@@ -159,7 +162,7 @@ class _View(widgets.VBox):
         offered = self._offer("cell")
         picture = self._draw(offered, len(offered), now=False)
         shown = self._tracker.step_at(offered[-1]) if offered and offered[-1] >= 0 else None
-        picture.html = render.moment_html(False, self.pinned + 1, shown) + picture.html
+        picture.html = render.moment_html(self.pinned + 1, shown, live=False) + picture.html
         return picture
 
     def _reposition(self, to_last: bool) -> None:
@@ -211,7 +214,7 @@ class _View(widgets.VBox):
             for name, value in picture.traits.items():
                 self.set_trait(name, value)
             self.set_trait("text", picture.text)
-            self._body.value = render.moment_html(now, self.pinned + 1, shown) + picture.html
+            self._body.value = render.moment_html(self.pinned + 1, shown, live=now) + picture.html
             if self.total > 1 and self._stepper is None:
                 self._stepper = _Stepper(self.show)
                 self.children = (self._switch, self._stepper, self._body)

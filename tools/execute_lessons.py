@@ -5,6 +5,7 @@ Usage: python tools/execute_lessons.py [notebooks/NN-name.ipynb ...]   (default:
 A widget's view output names a model id that exists only in the kernel that made it: reopened later,
 it shows "model not found" instead of the widget. So the view output is dropped and the widget's
 text and static HTML are kept; running the cell again in JupyterLab brings the live widget back.
+Consecutive stream outputs are merged (where the kernel happened to flush differs from run to run).
 Only the fields a reader needs are kept in the notebook's metadata.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 LESSONS = Path(__file__).resolve().parents[1] / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -23,6 +25,7 @@ def execute_lesson(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     in_its_folder = {"metadata": {"path": str(path.parent)}}
     NotebookClient(notebook, timeout=120, resources=in_its_folder).execute()
+    notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
             output.get("data", {}).pop(WIDGET_VIEW, None)

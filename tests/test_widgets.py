@@ -178,6 +178,28 @@ def test_a_widget_displayed_by_its_cell_shows_the_end_of_that_cell(shell):
     assert ns["card"].state == "persistent"
 
 
+def test_a_change_between_session_calls_at_the_end_of_a_cell_is_shown(shell):
+    ns = run(shell, """
+        session = Session()
+        mary = User(name="Mary")
+        session.add(mary)
+        session.commit()
+        mary.name
+    """)
+    ns = run(shell, "card = ObjectCard(tracker, mary); mary.name = 'Maria'")
+    assert (ns["card"].modified, ns["card"].label) == (("name",), "User(id=1, name='Maria')")
+    assert ns["tracker"].history[-1].call == "between calls"
+
+
+def test_a_re_run_cell_pins_a_new_widget_and_leaves_the_old_one(shell):
+    cell = "extras.append(User(name='Extra')); session.add_all(extras); session.flush()\n" \
+           "panel = SessionPanel(tracker, session)"
+    run(shell, "session = Session(); extras = []")
+    first = run(shell, cell)["panel"]
+    second = run(shell, cell)["panel"]
+    assert (len(first.identity_map), len(second.identity_map)) == (1, 2)
+
+
 def test_a_timeline_is_pinned_to_its_cell_and_scoped_to_its_object(shell):
     ns = run(shell, """
         session = Session()

@@ -160,7 +160,6 @@ def _course_grade_install(name, key, watched, expected_files):
         "input_transformers_cleanup": lambda: shell.input_transformers_cleanup,
         "input_transformers_post": lambda: shell.input_transformers_post,
         "ast_transformers": lambda: shell.ast_transformers,
-        "cleanup_transforms": lambda: shell.input_transformer_manager.cleanup_transforms,
         "line_transforms": lambda: shell.input_transformer_manager.line_transforms,
         "token_transformers": lambda: shell.input_transformer_manager.token_transformers,
         "custom_exceptions": lambda: shell.custom_exceptions,
@@ -177,8 +176,8 @@ def _course_grade_install(name, key, watched, expected_files):
                 not same(a, b) for a, b in zip(getter(), saved_lists[label])
             ):
                 found.append(f"{label} changed")
-        for module, saved in saved_modules.items():
-            now = vars(sys.modules[module]) if module in sys.modules else {}
+        for module, (owner, saved) in saved_modules.items():
+            now = vars(owner)
             found += [
                 f"{module}.{key} changed"
                 for key, value in saved.items()
@@ -227,7 +226,7 @@ def _course_grade_install(name, key, watched, expected_files):
                 found.append(f"autograder.checks.{key} added")
         found += [f"{event} called" for event in audited]
         audited.clear()
-        return found
+        return list(dict.fromkeys(found))
 
     reports = {}
 
@@ -245,7 +244,9 @@ def _course_grade_install(name, key, watched, expected_files):
 
     setattr(builtins, name, guard)
     volatile = {"_", "__", "___", "last_type", "last_value", "last_traceback", "last_exc"}
-    saved_modules = {module: vars(sys.modules[module]).copy() for module in watched}
+    saved_modules = {
+        module: (sys.modules[module], vars(sys.modules[module]).copy()) for module in watched
+    }
     saved_classes = {label: (owner, dict(vars(owner))) for label, owner in classes.items()}
     saved_objects = {label: (value, vars(value).copy()) for label, value in objects.items()}
     saved_lists = {label: list(getter()) for label, getter in lists.items()}

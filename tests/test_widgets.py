@@ -240,6 +240,16 @@ def test_outside_ipython_a_widget_is_pinned_when_made_until_pin(session):
     assert card.state == "pending"
 
 
+def test_an_object_the_tracker_saw_before_any_step_shows_its_state(session):
+    mary = User(name="Mary")
+    session.add(mary)
+    session.commit()
+    assert mary.name == "Mary"  # loaded again: persistent, nothing expired
+    tracker = SessionTracker(session)
+    card = ObjectCard(tracker, mary)
+    assert (card.pinned, card.state, card.label) == (-1, "persistent", "User(id=1, name='Mary')")
+
+
 # ----------------------------------------------------------------------------- steps in a cell
 def test_every_step_of_a_with_block_can_be_shown_with_the_label_it_had(shell):
     ns = run(shell, """

@@ -82,8 +82,22 @@ def find_hierarchy() -> tuple[Hierarchy | None, str]:
             reasons.append(f"{hierarchy.describe()}: {error.strerror or error}")
             continue
         group.remove()
+        _remove_groups_of_dead_graders(hierarchy)
         return hierarchy, hierarchy.describe()
     return None, "; ".join(reasons) or "no cgroup hierarchy with memory and pids controllers"
+
+
+def _remove_groups_of_dead_graders(hierarchy: Hierarchy) -> None:
+    """Delete the empty groups a killed grading run left (their kernels died with it)."""
+    for parent in set(hierarchy.parents.values()):
+        for folder in parent.glob("course-grade-*-*"):
+            try:
+                os.kill(int(folder.name.split("-")[2]), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            except (ValueError, PermissionError):
+                continue
 
 
 class KernelCgroup:

@@ -14,12 +14,11 @@ is stopped, the cell that was running scores 0 and the cells before keep their r
 from __future__ import annotations
 
 import functools
-import math
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import nbformat
 from jupyter_core.utils import run_sync
@@ -74,7 +73,7 @@ class GuardedExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):  # noqa: D102 - nbconvert's signature
         self._stopped_reason = ""
         self._guard: KernelGuard | None = None
-        self._deadline = time.monotonic() + self.notebook_timeout
+        self._deadline: float | None = None  # set when the first cell starts
         self._cell_bytes: dict[int, int] = {}
         self._truncated: set[int] = set()
         try:
@@ -88,6 +87,8 @@ class GuardedExecute(Execute):
             return nb, self.resources
 
     def preprocess_cell(self, cell, resources, index):  # noqa: D102 - nbconvert's signature
+        if self._deadline is None:
+            self._start_clocks()
         if cell.cell_type != "code":
             return cell, resources
         if self._stopped_reason:
@@ -153,14 +154,23 @@ class GuardedExecute(Execute):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
-    def _get_timeout(self, cell: NotebookNode | None) -> int | None:
+    def _start_clocks(self) -> None:
+        """The notebook's wall-clock and CPU time count from its first cell (not the
+        kernel's start)."""
+        self._deadline = time.monotonic() + self.notebook_timeout
+        if self.kernel_cgroup is not None:
+            self.kernel_cgroup.start_clock()
+
+    def _get_timeout(self, cell: NotebookNode | None) -> float | None:
         """The cell's timeout, shortened to what is left of the notebook's wall-clock time."""
         timeout = super()._get_timeout(cell)
-        left = max(1, math.ceil(self._deadline - time.monotonic()))
+        if self._deadline is None:  # a request before the first cell (kernel_info)
+            return timeout
+        left = max(0.1, self._deadline - time.monotonic())
         return left if timeout is None else min(timeout, left)
 
     def _wall_clock_limit(self) -> str | None:
-        if time.monotonic() < self._deadline:
+        if self._deadline is None or time.monotonic() < self._deadline:
             return None
         return f"the notebook reached its wall-clock limit of {self.notebook_timeout} s"
 
@@ -276,30 +286,31 @@ class NotebookRunner:
             self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
         executor = GuardedExecute(config=self.config, kernel_cgroup=slot.cgroup)
         folder = Path(workdir)
+        notebooks: list[str] = []  # the grader writes the graded notebook, not the kernel
+
+        def notebook(path: PurePosixPath) -> bool:
+            if path.suffix == ".ipynb":
+                notebooks.append(f"{path} not copied: a notebook (the graded one is the grader's)")
+            return path.suffix == ".ipynb"
+
         try:
             with (
                 open_folder(folder, folder) as source,
                 open_folder(slot.workdir, slot.folder) as kernel,
             ):
                 copy_regular_files(source, kernel)
-            if slot.cgroup is not None:
-                slot.cgroup.start_clock()
             executor.preprocess(nb, {"metadata": {"path": str(slot.workdir)}}, km=slot.km)
             slot.stop()
             with (
                 open_folder(slot.workdir, slot.folder) as kernel,
                 open_folder(folder, folder) as target,
             ):
-                refused = copy_regular_files(
-                    kernel,
-                    target,
-                    self.policy.disk_bytes,
-                    skip=lambda path: path.suffix == ".ipynb",
-                )
+                refused = copy_regular_files(kernel, target, self.policy.disk_bytes, notebook)
         finally:
             slot.close()
         seconds = time.monotonic() - started
-        problems = [*executor.problems, *(f"kernel's folder: {reason}" for reason in refused)]
+        left_out = sorted([*notebooks, *refused])
+        problems = [*executor.problems, *(f"kernel's folder: {reason}" for reason in left_out)]
         return ExecutionResult(nbformat.writes(nb), problems, seconds)
 
     def close(self) -> None:

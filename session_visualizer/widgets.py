@@ -262,11 +262,11 @@ class _Stepper(widgets.HBox):
     def __init__(self, show: Callable[[int], None]) -> None:
         self._syncing = False
         self.back = widgets.Button(description="back", icon="step-backward",
-                                   tooltip="the previous step")
+                                   tooltip="the previous step", layout={"width": "auto"})
         self.slider = widgets.IntSlider(value=1, min=1, max=1, description="step",
                                         continuous_update=False)
         self.forward = widgets.Button(description="forward", icon="step-forward",
-                                      tooltip="the next step")
+                                      tooltip="the next step", layout={"width": "auto"})
         super().__init__([self.back, self.slider, self.forward])
         self.back.on_click(lambda _button: show(self.slider.value - 1))
         self.forward.on_click(lambda _button: show(self.slider.value + 1))

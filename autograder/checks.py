@@ -178,25 +178,29 @@ def check_state(obj: object, expected: str, what: str, misunderstanding: str) ->
 # --- "predict the state": the scripted sequence, replayed against real SQLAlchemy ---------------
 
 STATE_SCRIPT = (
-    ('ada = User(name="Ada")', "a new object belongs to no session and has no row: transient"),
+    ('ada = User(name="Ada")', "a new object belongs to no session and has no row yet"),
     ("session.add(ada)", "add() only registers the object; nothing is written before a flush"),
     ("session.flush()", "the INSERT ran: the object has a row and an id in this session"),
     ("session.commit()", "commit ends the transaction, but the object stays in the session"),
     ("session.delete(ada)", "delete() only marks the object; the DELETE runs at the next flush"),
     (
         "session.flush()",
-        "after delete() and flush() the object is deleted, not detached: "
-        "it becomes detached at commit",
+        "delete() and flush() have run but commit() has not: the row is gone in this "
+        "transaction, and the object leaves the session only at commit",
     ),
-    ("session.rollback()", "rolling back undoes the flushed DELETE: persistent again"),
+    (
+        "session.rollback()",
+        "rolling back undoes the flushed DELETE: object and row are back as after the commit",
+    ),
     ("session.expunge(ada)", "expunge() takes the object out of the session; its row remains"),
     (
         "session.add(ada)",
-        "a detached object already has an identity: add() makes it persistent at once, not pending",
+        "an object that was saved before keeps its identity: add() puts it back in the session "
+        "at once, with no INSERT to wait for",
     ),
     ("session.delete(ada)", "delete() alone still only marks the object"),
-    ("session.commit()", "commit flushes the DELETE, then the deleted object leaves the session"),
-    ("session.close()", "close() leaves a detached object detached"),
+    ("session.commit()", "commit flushes the DELETE, then the object leaves the session for good"),
+    ("session.close()", "close() changes nothing for an object no session holds any more"),
 )
 """The "predict the state" exercise: each step's code, and why ``ada`` is in its state after it."""
 

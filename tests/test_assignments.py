@@ -7,6 +7,7 @@ submissions built from the source and release notebooks.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
@@ -21,7 +22,8 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from autograder.checks import STATE_SCRIPT
+from autograder.checks import STATE_SCRIPT, STATES
+from autograder.feedback import message_arguments
 
 # Warnings nbgrader's own code raises while it autogrades (its gradebook session, and the cells it
 # puts back without an id); they say nothing about the assignments.
@@ -177,6 +179,66 @@ def test_predict_the_state_table_matches_the_graded_script() -> None:
     table = next(cell.source for cell in source.cells if "| step | code |" in cell.source)
     shown = re.findall(r"^\| \d+ \| `(.+)` \|$", table, flags=re.MULTILINE)
     assert shown == [code for code, _why in STATE_SCRIPT]
+
+
+# --- what a hidden test's message may say ---------------------------------------------------------
+# The feedback shows a failing hidden test only its teaching message: the `misunderstanding`
+# argument of a check (or an `assert` message) written in the cell. That message names the
+# misconception; it never quotes a value the hidden test uses (an input, an expected value,
+# any literal of the hidden region that the released notebook does not show).
+
+
+def literals(source: str) -> set[object]:
+    """Strings and numbers written in `source` (outside f-strings), with a letter or digit."""
+    tree = ast.parse(source)
+    joined = [node for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)]
+    in_fstrings = {id(part) for node in joined for part in node.values}
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and id(node) not in in_fstrings
+        and type(node.value) in (str, int, float)
+        and re.search(r"\w", str(node.value))
+    }
+
+
+def message_texts(source: str) -> set[str]:
+    """Every string in a message position: what is checked, and the teaching message."""
+    texts = message_arguments(source)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("check"):
+            what = node.args[-2] if len(node.args) >= 2 else None
+            if isinstance(what, ast.Constant):
+                texts.add(what.value)
+    return texts
+
+
+def quotes(message: str, value: object) -> bool:
+    if isinstance(value, str):
+        return value in message
+    return re.search(rf"(?<![\w.]){re.escape(str(value))}(?!\w)", message) is not None
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_test_messages_quote_no_hidden_value(assignment: str) -> None:
+    release = read_notebook(ROOT / "release", assignment)
+    code = [cell.source for cell in release.cells if cell.cell_type == "code"]
+    public = set().union(*(literals(source) for source in code))
+    source = read_notebook(ROOT / "source", assignment)
+    hidden = [cell for cell in source.cells if is_hidden_test(cell)]
+    assert hidden
+    for cell in hidden:
+        secret = literals(cell.source) - public - message_texts(cell.source)
+        for message in message_arguments(cell.source):
+            quoted = [value for value in secret if quotes(message, value)]
+            assert quoted == [], f"{nbgrader_meta(cell)['grade_id']}: {message!r} quotes {quoted}"
+
+
+def test_the_predicted_steps_explanations_name_no_state() -> None:
+    # they are the teaching messages of the hidden prediction tests: naming a state gives it away
+    for code, why in STATE_SCRIPT:
+        assert not [state for state in STATES if state in why], (code, why)
 
 
 # --- nbgrader validate ---------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_predictions_are_checked_step_by_step() -> None:
     wrong[5] = "detached"
     checks.check_predictions(wrong, range(1, 6))
     message = message_of(lambda: checks.check_predictions(wrong, range(5, 9)))
-    assert "step 6" in message and "detached at commit" in message
+    assert "step 6" in message and "leaves the session only at commit" in message
     shape = message_of(lambda: checks.check_predictions(tuple(truth), range(1, 2)))
     assert "a list of 12 state names" in shape
 

@@ -1,0 +1,254 @@
+"""Hostile LMS exports and broken records, graded by two `course-grade grade` runs: exact points
+and reasons, submission text shown literally (terminal and HTML), nothing else touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+from test_grading_helpers import (
+    ASSIGNMENT,
+    changed_paths,
+    gradebook_rows,
+    make_course,
+    record,
+    scores,
+    solved,
+    tree_digest,
+)
+
+from autograder.course import Submission
+from autograder.submissions import unpack_lms_zip
+
+COMMAND = str(Path(sys.executable).parent / "course-grade")
+FULL = {"test_add": 2.0, "test_mul": 3.0}
+ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
+NOTHING = {"test_add": 0.0, "test_mul": 0.0}
+WRONG_MUL = "def mul(a, b):\n    return 0"
+GARBLED = "[/] [bold red]<script>x</script>"  # quoted whole in the reason (under 80 characters)
+# rich markup, HTML, a terminal escape sequence and an emoji code, in a file name
+ODD_NAME = "[bold red]x <b>\x1b[2J:red_circle:"
+DUE = datetime(2026, 11, 20, 9, 0, 0)
+ON_TIME = (2026, 11, 20, 8, 0, 0)
+LATE = (2026, 11, 20, 10, 0, 0)
+RESUBMITTED = (2026, 11, 21, 8, 0, 0)
+MOODLE = "_assignsubmission_file_"
+ABSOLUTE = "/tmp/course-grade-test-absolute.ipynb"
+
+# student id: (points after the first run, after the second, reasons after the second)
+EXPECTED = {
+    "john-smith-301": (FULL, FULL, []),
+    "john-smith-302": (ADD_ONLY, ADD_ONLY, []),
+    "doejane-12345": (FULL, FULL, []),
+    "resub-777": (ADD_ONLY, FULL, []),
+    "mallory-555": (
+        NOTHING,
+        NOTHING,
+        [
+            "hw.ipynb is not a valid notebook (Notebook does not appear to be JSON: "
+            f"{GARBLED!r}): its cells scored 0"
+        ],
+    ),
+    "eve-markup-303": (FULL, FULL, [f"hw.ipynb was submitted as {ODD_NAME}.ipynb"]),
+}
+REGRADED = {"resub-777", "john-smith-301", "john-smith-302"}  # resubmitted, broken records
+
+
+def write_export(path: Path, course, resubmission: tuple[str, bool, tuple]) -> None:
+    """A mixed Canvas and Moodle export of the class, with hostile members; `resubmission` is
+    (member name, whether its answers are right, date)."""
+    right, wrong = nbformat.writes(solved(course)), nbformat.writes(solved(course, WRONG_MUL))
+    name, is_right, date = resubmission
+    members = [
+        (f"John Smith_301{MOODLE}/hw.ipynb", right, ON_TIME),
+        (f"John Smith_302{MOODLE}/hw.ipynb", wrong, ON_TIME),
+        ("doejane_LATE_12345_67890_hw.ipynb", right, LATE),
+        (name, right if is_right else wrong, date),
+        ("mallory_555_1_hw.ipynb", GARBLED, ON_TIME),
+        (f"Eve Markup_303{MOODLE}/{ODD_NAME}.ipynb", right, ON_TIME),
+        ("../escape.ipynb", "x", ON_TIME),
+        (ABSOLUTE, "x", ON_TIME),
+    ]
+    with zipfile.ZipFile(path, "w") as bundle:
+        for name, text, date in members:
+            bundle.writestr(zipfile.ZipInfo(name, date), text)
+
+
+def run(course, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [COMMAND, *arguments],
+        cwd=course.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "500"},  # table rows on one line each
+    )
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Export 1 graded; two records broken, `report`; export 2 (a resubmission) graded; an
+    older export unpacked."""
+    root = tmp_path_factory.mktemp("reports")
+    course = make_course(root / "course")
+    with Gradebook(course.db_url, course.coursedir.course_id) as gb:
+        gb.update_or_create_assignment(ASSIGNMENT, duedate=DUE)
+    first_export, second_export, old_export = (root / f"{n}.zip" for n in ("1", "2", "old"))
+    write_export(first_export, course, ("resub_777_1_hw.ipynb", False, ON_TIME))
+    write_export(second_export, course, ("resub_777_2_hw-1.ipynb", True, RESUBMITTED))
+    write_export(old_export, course, ("resub_777_1_hw.ipynb", False, ON_TIME))
+    state = {"course": course, "digest start": tree_digest(course.root)}
+    state["first"] = run(course, "grade", ASSIGNMENT, "--zip", str(first_export), "--jobs", "2")
+    state["first scores"] = scores(course)
+    state["first rows"] = gradebook_rows(course)
+    state["digest first"] = tree_digest(course.root)
+    records = course.state_folder / "records" / ASSIGNMENT
+    (records / "john-smith-302.json").write_text("{broken")
+    (records / "john-smith-301.json").write_text('{"student": "john-smith-301"}')
+    state["digest broken"] = tree_digest(course.root)
+    state["broken report"] = run(course, "report")
+    state["digest broken report"] = tree_digest(course.root)
+    state["second"] = run(course, "grade", ASSIGNMENT, "--zip", str(second_export), "--jobs", "2")
+    state["digest second"] = tree_digest(course.root)
+    state["old export"] = unpack_lms_zip(course, old_export, ASSIGNMENT)
+    state["digest old export"] = tree_digest(course.root)
+    return state
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    return " ".join(result.stderr.split())
+
+
+def test_every_command_succeeds(graded):
+    for name in ("first", "broken report", "second"):
+        assert graded[name].returncode == 0, (name, graded[name].stderr)
+
+
+def test_each_student_gets_exact_points_and_reasons(graded):
+    course = graded["course"]
+    assert graded["first scores"] == {student: first for student, (first, _, _) in EXPECTED.items()}
+    assert scores(course) == {student: second for student, (_, second, _) in EXPECTED.items()}
+    for student, (_, _, reasons) in EXPECTED.items():
+        assert record(course, student)["problems"] == reasons, student
+
+
+def test_two_moodle_students_with_one_name_stay_two(graded):
+    course = graded["course"]
+    for student in ("john-smith-301", "john-smith-302"):
+        submitted = course.folder("submitted", Submission(student, ASSIGNMENT)) / "hw.ipynb"
+        assert submitted.is_file()
+    assert scores(course)["john-smith-301"] != scores(course)["john-smith-302"]
+
+
+def test_a_resubmission_in_a_new_export_is_regraded_and_no_other_grade_changes(graded):
+    course, second = graded["course"], graded["second"]
+    folder = course.folder("submitted", Submission("resub-777", ASSIGNMENT))
+    assert (folder / "timestamp.txt").read_text() == "2026-11-21 08:00:00.000001 UTC"
+    assert "1 submissions new or resubmitted, 5 unchanged, 2 skipped" in one_line(second)
+    assert "3 submissions already graded" in second.stderr
+    others = [row for row in gradebook_rows(course) if row[0] not in REGRADED]
+    assert others == [row for row in graded["first rows"] if row[0] not in REGRADED]
+    with Gradebook(course.db_url, course.coursedir.course_id) as gb:
+        submission = gb.find_submission(ASSIGNMENT, "resub-777")
+        assert submission.timestamp == datetime(2026, 11, 21, 8, 0, 0, 1)
+
+
+def test_an_older_export_never_replaces_a_newer_submission(graded):
+    unpacked = graded["old export"]
+    assert unpacked.updated == []
+    assert (
+        "resub-777",
+        "not newer (2026-11-20 08:00:00) than the submission in submitted/ "
+        "(2026-11-21 08:00:00.000001): kept that one",
+    ) in unpacked.skipped
+    assert changed_paths(graded["digest second"], graded["digest old export"]) == set()
+
+
+def test_canvas_late_flag_is_reported_beside_nbgraders_own_lateness(graded):
+    course = graded["course"]
+    for name in ("first", "broken report", "second"):
+        output = one_line(graded[name])
+        assert (
+            "doejane-12345 │ hw │ Canvas marked it LATE; nbgrader counts it 3600 s late (submitted "
+            "2026-11-20 10:00:00, due 2026-11-20 09:00:00 UTC)"
+        ) in output
+        assert output.count("marked it LATE") == 1
+    grades = (course.root / "grades.csv").read_text()
+    assert "hw,2026-11-20 09:00:00,2026-11-20 10:00:00,doejane-12345,,,,5.0,0.0,5.0,5.0" in grades
+
+
+def test_skipped_members_are_shown_with_their_reason(graded):
+    first = one_line(graded["first"])
+    assert "../escape.ipynb │ a path out of the export (..)" in first
+    assert f"{ABSOLUTE} │ an absolute path" in first
+    assert not Path(ABSOLUTE).exists()
+
+
+def test_submission_text_is_shown_literally_in_the_terminal(graded):
+    shown = ODD_NAME.replace("\x1b", "\\x1b")
+    for name in ("first", "broken report", "second"):
+        output = one_line(graded[name])
+        assert "\x1b" not in output, name
+        assert f"eve-markup-303 │ hw │ hw.ipynb was submitted as {shown}.ipynb" in output, name
+        assert f"mallory-555 │ hw │ {EXPECTED['mallory-555'][2][0]}" in output, name
+
+
+def test_the_html_report_escapes_submission_text(graded):
+    page = (graded["course"].root / "grading-report.html").read_text()
+    assert "<script>" not in page and "<b>" not in page
+    assert "[/] [bold red]&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_a_broken_record_is_named_and_graded_again(graded):
+    course = graded["course"]
+    for name in ("broken report", "second"):
+        output = one_line(graded[name])
+        assert (
+            "the grading record .course-grade/records/hw/john-smith-302.json is broken "
+            "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"
+        ) in output, name
+        assert (
+            "the grading record .course-grade/records/hw/john-smith-301.json is broken "
+            "(GradingRecord.__init__() missing 1 required positional argument: 'assignment')"
+        ) in output, name
+    for student in ("john-smith-301", "john-smith-302"):
+        submission = Submission(student, ASSIGNMENT)
+        assert course.read_record(submission).problems == EXPECTED[student][2]
+        assert course.is_graded(submission)
+
+
+def test_nothing_outside_the_graded_submissions_changes(graded):
+    first = changed_paths(graded["digest start"], graded["digest first"])
+    broken = changed_paths(graded["digest broken"], graded["digest broken report"])
+    second = changed_paths(graded["digest broken report"], graded["digest second"])
+    course_files = {"gradebook.db", "grades.csv", "grading-report.html", "grading-report.csv"}
+
+    def outside(paths: set[str], students: set[str]) -> set[str]:
+        folders = tuple(
+            f"{kind}/{student}/{ASSIGNMENT}/"
+            for kind in ("submitted", "autograded", "feedback")
+            for student in students
+        )
+        state = tuple(f".course-grade/{kind}/{ASSIGNMENT}/" for kind in ("records", "late"))
+        return {
+            path
+            for path in paths - course_files
+            if not path.startswith(folders + state) and path != ".course-grade/lock"
+        }
+
+    assert outside(first, set(EXPECTED)) == set()
+    assert broken <= {"grades.csv", "grading-report.html", "grading-report.csv"}
+    assert outside(second, REGRADED) == set()
+    assert all(
+        not path.startswith(f"{kind}/{student}/")
+        for path in second
+        for student in set(EXPECTED) - REGRADED
+        for kind in ("submitted", "autograded", "feedback")
+    )

@@ -106,24 +106,37 @@ class ObjectSnapshot(NamedTuple):
 
 
 def read_row(
-    key: int, label: str, class_name: str, insp: InstanceState, marked_deleted: bool
+    key: int, label: str, class_name: str, insp: InstanceState, marked_deleted: bool,
+    open_session: int | None = None,
 ) -> tuple:
     """An ``ObjectSnapshot``'s fields as a plain tuple, read from ``InstanceState`` (no loading).
+
+    ``open_session`` is the ``hash_key`` of a Session known to be alive: an object in it is
+    attached, which then needs no look-up in SQLAlchemy's registry of sessions (the step's
+    session: most objects a step reads are in it).
 
     The tracker stores rows, not snapshots: the garbage collector stops tracking plain tuples of
     plain values, so a history of many thousands of them costs it nothing.
     """
     identity_key = insp.key
+    session_id = insp.session_id
+    if session_id is not None and session_id == open_session:
+        state = (
+            "pending" if identity_key is None
+            else "deleted" if insp.was_deleted else "persistent"
+        )
+    else:
+        state = state_name(insp)
     return (
         key,
         label,
-        state_name(insp),
+        state,
         class_name,
         None if identity_key is None else identity_key[1],
         tuple(sorted(insp.committed_state)) if insp.committed_state else (),
         tuple(sorted(insp.expired_attributes)) if insp.expired_attributes else (),
         marked_deleted,
-        insp.session_id,
+        session_id,
     )
 
 

@@ -67,7 +67,7 @@ RESULT_CALLS = frozenset({"execute", "scalars"})
 MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
 # Calls whose step stays open after they return, for one of the two reasons above.
 LINGERING_CALLS = RESULT_CALLS | MERGEABLE_CALLS
-# What Query and the attribute loaders pass to Session.execute(); and the step name of the latter.
+# What the attribute loaders (and Query) pass to Session.execute(); the step name of the former.
 LOAD_OPTIONS = "_sa_orm_load_options"
 LOAD_ON_ACCESS = "load on access"
 # The name of a step of changes made outside any call (see ``SessionTracker.catch_up``).
@@ -171,6 +171,8 @@ class _SessionMembers:
     # persistent objects with modified or expired attributes: re-read at every step
     flagged: set[int] = field(default_factory=set)
     in_transaction: bool = False
+    session: weakref.ref[Session] = field(default=lambda: None)  # once it made a step
+    thread: int | None = None  # the ident of the thread that made its last step
 
 
 class SessionTracker:
@@ -184,7 +186,6 @@ class SessionTracker:
         self._all_records: list[_Record] = []  # by tracker key
         self._sessions: dict[int, _SessionMembers] = {}
         self._session_labels: dict[int, str] = {}  # by Session.hash_key, in order of first sight
-        self._session_refs: dict[int, weakref.ref[Session]] = {}  # the same sessions
         self._listeners: list[Listener] = []
         self._hubs: list[_Hub] = []  # where this tracker is attached: owners, then engines
         for followed in (target, *more_targets):
@@ -247,10 +248,11 @@ class SessionTracker:
                 record.label, record.fixed_label = label, True
             else:
                 _relabel([record])
-            row = self._read(record, _deleted_ids(insp.session))
+            session = insp.session
+            row = self._read(record, _deleted_ids(session), None)
             if row == record.latest:
                 return ObjectSnapshot._make(row)
-            if record.latest is None or insp.session is None:
+            if record.latest is None or session is None:
                 self._apply(record, row)  # first sight, or a label changed outside any session
                 return ObjectSnapshot._make(row)
         self.catch_up()
@@ -260,12 +262,15 @@ class SessionTracker:
         """Record the changes made since the last step outside any Session call (an attribute
         assigned or loaded on access) as a step ``"between calls"`` per session that has some.
 
-        Widgets call it at the end of a notebook cell, so that the history at that moment shows
-        what the cell did even without a Session call.
+        Only the sessions whose last step this thread made are read (a Session belongs to one
+        thread at a time). Widgets call it at the end of a notebook cell, so that the history at
+        that moment shows what the cell did even without a Session call.
         """
         self.settle()
+        thread = threading.get_ident()
         with self._lock:
-            sessions = [ref() for ref in self._session_refs.values()]
+            sessions = [members.session() for members in self._sessions.values()
+                        if members.thread == thread]
         for session in sessions:
             if session is not None and self._depth() == 0:
                 self._local.builder = _StepBuilder(
@@ -544,13 +549,13 @@ class SessionTracker:
                 self._all_records.append(record)
             return record
 
-    def _read(self, record: _Record, deleted_ids: set[int]) -> tuple:
+    def _read(self, record: _Record, deleted_ids: set[int], open_session: int | None) -> tuple:
         obj = record()
         if obj is None:
             return gone_row(record.latest or (record.key, record.label, GONE, "", None))
         return read_row(
             record.key, record.label, record.class_name, instance_state(obj),
-            id(obj) in deleted_ids,
+            id(obj) in deleted_ids, open_session,
         )
 
     def _apply(self, record: _Record, row: tuple) -> None:
@@ -605,11 +610,13 @@ class SessionTracker:
             deleted_ids = _deleted_ids(session)
             changes = []
             for record in candidates:
-                row = self._read(record, deleted_ids)
+                row = self._read(record, deleted_ids, session_key)
                 if row != record.latest:
                     changes.append(row)
                     self._apply(record, row)
             in_transaction = session is not None and session.in_transaction()
+            if session is not None:
+                members.session, members.thread = weakref.ref(session), threading.get_ident()
             changed_transaction = members.in_transaction != in_transaction
             members.in_transaction = in_transaction
             if not (builder.transition_events or builder.events or builder.sql or changes
@@ -647,7 +654,6 @@ class SessionTracker:
         if label is None:
             label = f"session {len(self._session_labels) + 1}"
             self._session_labels[session.hash_key] = label
-            self._session_refs[session.hash_key] = weakref.ref(session)
         return label
 
     def _notify(self, step: Step | None) -> None:
@@ -883,21 +889,24 @@ def _method_owner(target: object) -> Session | type[Session]:
 
 
 def _call_name(name: str, kwargs: dict[str, Any]) -> str:
-    """A step's name: ``"commit()"``; a legacy ``Query`` method when one executes the statement."""
-    options = kwargs.get("execution_options")
-    if name == "execute" and options and LOAD_OPTIONS in options:
-        return _loading_call(sys._getframe(2))
-    return f"{name}()"
+    """A step's name: ``"commit()"``; for ``execute()`` made by SQLAlchemy itself, who made it."""
+    return _executed_by(sys._getframe(2), kwargs) if name == "execute" else f"{name}()"
 
 
-def _loading_call(frame: FrameType | None) -> str:
-    """Who executes a statement with ORM load options: the outermost ``Query`` method among the
-    SQLAlchemy calls that led here (``"Query.one()"``), or else an attribute loaded on access."""
+def _executed_by(frame: FrameType | None, kwargs: dict[str, Any]) -> str:
+    """The outermost legacy ``Query`` method among the SQLAlchemy calls that led to this
+    ``execute()`` (``"Query.one()"``), or an attribute loaded on access, or ``"execute()"``.
+
+    Only the frames of SQLAlchemy's and this file's functions are read: a student's own call
+    stops the walk at once."""
     query_method = None
     while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
         if frame.f_code.co_filename == _QUERY_FILE:
             query_method = frame.f_code.co_qualname
         frame = frame.f_back
-    if query_method is None:
-        return LOAD_ON_ACCESS
-    return "iter(Query)" if query_method == "Query.__iter__" else f"{query_method}()"
+    if query_method == "Query.__iter__":
+        return "iter(Query)"
+    if query_method is not None:
+        return f"{query_method}()"
+    options = kwargs.get("execution_options")
+    return LOAD_ON_ACCESS if options and LOAD_OPTIONS in options else "execute()"

@@ -639,9 +639,11 @@ def test_legacy_query_calls_are_named_as_such(session):
     query.first()
     query.count()
     list(query)
+    query.filter(User.name == "Nobody").update({"name": "Somebody"})
+    session.execute(select(User))
     session.commit()
     assert john.name == "John"  # expired by the commit: loaded again on access
     assert [step.call for step in tracker.history] == [
         "Query.get()", "Query.one()", "Query.all()", "Query.first()", "Query.count()",
-        "iter(Query)", "commit()", "load on access",
+        "iter(Query)", "Query.update()", "execute()", "commit()", "load on access",
     ]

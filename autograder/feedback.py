@@ -28,7 +28,6 @@ import ast
 import builtins
 import functools
 import inspect
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -41,6 +40,12 @@ from nbgrader.preprocessors import ClearHiddenTests, GetGrades
 from autograder import checks
 from autograder.course import Course, Submission
 from autograder.integrity import WITHHELD_ENAME, WITHHELD_MESSAGE
+from autograder.safe_files import (
+    open_folder,
+    read_file_no_follow,
+    remove_no_follow,
+    write_file_no_follow,
+)
 
 MISUNDERSTANDING = "\n  likely misunderstanding: "
 BUILTIN_ERRORS = frozenset(
@@ -160,10 +165,12 @@ def write_feedback(course: Course, submission: Submission, exporter: HTMLExporte
     """Render every autograded notebook of `submission` into feedback/; return the pages."""
     autograded = course.folder("autograded", submission)
     destination = course.folder("feedback", submission)
-    shutil.rmtree(destination, ignore_errors=True)
-    destination.mkdir(parents=True)
+    remove_no_follow(destination, course.root)
+    with open_folder(destination, course.root, create=True):
+        pass
     if (autograded / "timestamp.txt").exists():
-        shutil.copyfile(autograded / "timestamp.txt", destination / "timestamp.txt")
+        timestamp = read_file_no_follow(autograded / "timestamp.txt", course.root)
+        write_file_no_follow(destination / "timestamp.txt", timestamp, course.root)
     pages = []
     for path in sorted(autograded.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
@@ -179,6 +186,6 @@ def write_feedback(course: Course, submission: Submission, exporter: HTMLExporte
         }
         html, _ = exporter.from_notebook_node(nb, resources=resources)
         page = destination / f"{path.stem}.html"
-        page.write_text(html, encoding="utf-8")
+        write_file_no_follow(page, html, course.root)
         pages.append(page)
     return pages

@@ -40,6 +40,7 @@ from autograder.safe_files import (
     copy_regular_files,
     open_folder,
     read_file_no_follow,
+    remove_no_follow,
     write_file_no_follow,
 )
 
@@ -162,16 +163,11 @@ class GradebookWriter:
         The folders on the way are reached without following links; a link in the place of
         the submission's own folder is replaced, never followed."""
         destination = self.course.folder("autograded", opened.submission)
+        remove_no_follow(destination, self.course.root)
         with (
-            open_folder(destination.parent, self.course.root, create=True) as parent,
+            open_folder(destination.parent, self.course.root) as parent,
             open_folder(opened.staging.parent, self.course.root) as staging,
         ):
-            try:
-                os.unlink(destination.name, dir_fd=parent)  # a link or a file
-            except IsADirectoryError:
-                shutil.rmtree(destination.name, dir_fd=parent)
-            except FileNotFoundError:
-                pass
             os.rename(opened.staging.name, destination.name, src_dir_fd=staging, dst_dir_fd=parent)
 
     def finish(self, opened: OpenSubmission) -> GradingRecord:

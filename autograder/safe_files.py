@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import uuid
 from collections.abc import Callable, Iterator
@@ -87,6 +88,17 @@ def write_file_no_follow(path: Path, data: bytes | str, trusted: Path) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary, dir_fd=folder)
             raise
+
+
+def remove_no_follow(path: Path, trusted: Path) -> None:
+    """Remove what is at `path` (a file, a link or a folder tree) without following a link."""
+    with open_folder(path.parent, trusted, create=True) as parent:
+        try:
+            os.unlink(path.name, dir_fd=parent)
+        except IsADirectoryError:
+            shutil.rmtree(path.name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
 
 
 def copy_regular_files(

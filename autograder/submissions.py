@@ -179,9 +179,10 @@ def unpack_lms_zip(
     with bundle, tempfile.TemporaryDirectory(prefix=".unpack-", dir=root) as scratch:
         exported = _read_export(bundle, unpacked.skipped)
         if not exported:
+            skipped = "".join(f"; {name}: {reason}" for name, reason in unpacked.skipped)
             raise SubmissionsError(
                 f"{archive}: no submissions found (expected Canvas names like "
-                f"'login_123_456_{assignment}.ipynb' or one folder per student)"
+                f"'login_123_456_{assignment}.ipynb' or one folder per student){skipped}"
             )
         extractor = _Extractor(bundle, limits.member_bytes, budget, archive, Path(scratch))
         for student, submission in sorted(exported.items()):

@@ -66,6 +66,20 @@ def test_a_broken_zip_is_named_in_the_error(course, tmp_path):
         unpack_lms_zip(course, archive, ASSIGNMENT)
 
 
+def test_an_export_with_nothing_usable_says_why_each_member_was_skipped(course, tmp_path):
+    archive = tmp_path / "unusable.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_BZIP2) as bundle:
+        bundle.writestr("bz_8_9_hw.ipynb", "x")
+        bundle.writestr("notes.txt", "x", compress_type=zipfile.ZIP_STORED)
+    with pytest.raises(SubmissionsError) as error:
+        unpack_lms_zip(course, archive, "unusable")
+    assert str(error.value).endswith(
+        "or one folder per student); bz_8_9_hw.ipynb: compressed with a method LMS exports do "
+        "not use (only stored or deflated); notes.txt: an unrecognised name (not Canvas's "
+        "login_userid_fileid_name, not in a folder)"
+    )
+
+
 def test_every_skipped_member_is_named_with_its_reason(course, tmp_path):
     archive = tmp_path / "hostile.zip"
     link = zipfile.ZipInfo("linker_5_6_hw.ipynb")

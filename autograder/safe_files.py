@@ -152,7 +152,9 @@ class _TreeCopy:
         try:
             handle = os.open(name, READ_FLAGS, dir_fd=source)
         except OSError as error:
-            return "a symbolic link" if error.errno == errno.ELOOP else error.strerror
+            if error.errno == errno.ELOOP:
+                return "a symbolic link"
+            return f"not a readable regular file ({error.strerror})"
         with os.fdopen(handle, "rb") as stream:
             info = os.fstat(handle)
             if not stat.S_ISREG(info.st_mode):

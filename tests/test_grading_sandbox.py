@@ -34,6 +34,13 @@ def attempt(code: str) -> str:
     )
 
 
+SECRET_NAME = "COURSE_GRADE_SANDBOX_SECRET"
+ENVIRONMENTS = """import os
+for pid in (p for p in os.listdir('/proc') if p.isdigit()):
+    print(open(f'/proc/{pid}/environ').read())
+"""
+
+
 @pytest.fixture(scope="module")
 def sandboxed_outputs(tmp_path_factory):
     assert shutil.which("bwrap"), "bubblewrap is missing: run `make system-packages`"
@@ -64,6 +71,8 @@ def sandboxed_outputs(tmp_path_factory):
         attempt("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"),
         attempt(f"memory = bytearray({MEMORY_LIMIT + 100 * 1024**2})"),
         attempt("open('written.txt', 'w').write('mine')\nimport autograder, sqlalchemy"),
+        attempt("open('/etc/shadow').read()"),
+        ENVIRONMENTS,
         "while True:\n    pass",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -71,7 +80,12 @@ def sandboxed_outputs(tmp_path_factory):
     config = Config()
     config.Execute.timeout = 30
     assert sandbox_problem(policy, root / "probe") is None
-    result = NotebookRunner(policy, config, prefetch=False).run(nbformat.writes(nb), str(workdir))
+    os.environ[SECRET_NAME] = "the grader's secret"
+    try:
+        runner = NotebookRunner(policy, config, prefetch=False)
+        result = runner.run(nbformat.writes(nb), str(workdir))
+    finally:
+        del os.environ[SECRET_NAME]
     listener.close()
     executed = nbformat.reads(result.notebook_json, as_version=4)
     outputs = ["".join(o.get("text", "") for o in cell.outputs) for cell in executed.cells]
@@ -105,10 +119,21 @@ def test_the_kernel_can_write_its_folder_and_import_the_course_packages(sandboxe
     assert (workdir / "written.txt").read_text() == "mine"
 
 
+def test_the_kernel_cannot_read_the_hosts_secrets(sandboxed_outputs):
+    outputs, _, _ = sandboxed_outputs
+    assert outputs[8] == "REFUSED FileNotFoundError\n"  # /etc/shadow
+
+
+def test_no_process_in_the_sandbox_has_the_graders_environment(sandboxed_outputs):
+    outputs, _, _ = sandboxed_outputs
+    assert "HOME=" in outputs[9] and "NBGRADER_EXECUTION=autograde" in outputs[9]
+    assert SECRET_NAME not in outputs[9] and "secret" not in outputs[9]
+
+
 def test_the_kernel_is_stopped_at_the_cpu_time_limit(sandboxed_outputs):
     _, problems, _ = sandboxed_outputs
     assert problems == [
-        "cell 9: the kernel and its processes together used more than 4 s of CPU time; "
+        "cell 11: the kernel and its processes together used more than 4 s of CPU time; "
         "the kernel was stopped and later cells scored 0"
     ]
 

@@ -110,7 +110,7 @@ class GradebookWriter:
         staged = self._stage_files(submission, submitted, staging)
         with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
             gb.update_or_create_student(submission.student)
-            timestamp = self.course.coursedir.get_existing_timestamp(str(submitted))
+            timestamp = self.course.timestamp(submitted)
             extra = {"timestamp": timestamp} if timestamp else {}
             with warnings.catch_warnings():
                 # nbgrader's add_submission autoflushes half-built rows (harmless, upstream)

@@ -21,10 +21,11 @@ from test_grading_helpers import (
     record,
     scores,
     solved,
+    submit,
     tree_digest,
 )
 
-from autograder.course import Submission
+from autograder.course import BrokenRecord, Course, GradingRecord, Submission
 from autograder.submissions import unpack_lms_zip
 
 COMMAND = str(Path(sys.executable).parent / "course-grade")
@@ -57,6 +58,7 @@ EXPECTED = {
         ],
     ),
     "eve-markup-303": (FULL, FULL, [f"hw.ipynb was submitted as {ODD_NAME}.ipynb"]),
+    "timothy": (FULL, FULL, []),  # from submitted/, its timestamp.txt not a time
 }
 REGRADED = {"resub-777", "john-smith-301", "john-smith-302"}  # resubmitted, broken records
 
@@ -104,6 +106,8 @@ def graded(tmp_path_factory):
     write_export(first_export, course, ("resub_777_1_hw.ipynb", False, ON_TIME))
     write_export(second_export, course, ("resub_777_2_hw-1.ipynb", True, RESUBMITTED))
     write_export(old_export, course, ("resub_777_1_hw.ipynb", False, ON_TIME))
+    submit(course, "timothy", solved(course))
+    (course.root / "submitted" / "timothy" / ASSIGNMENT / "timestamp.txt").write_text("?")
     state = {"course": course, "digest start": tree_digest(course.root)}
     state["first"] = run(course, "grade", ASSIGNMENT, "--zip", str(first_export), "--jobs", "2")
     state["first scores"] = scores(course)
@@ -152,7 +156,7 @@ def test_a_resubmission_in_a_new_export_is_regraded_and_no_other_grade_changes(g
     folder = course.folder("submitted", Submission("resub-777", ASSIGNMENT))
     assert (folder / "timestamp.txt").read_text() == "2026-11-21 08:00:00.000001 UTC"
     assert "1 submissions new or resubmitted, 5 unchanged, 2 skipped" in one_line(second)
-    assert "3 submissions already graded" in second.stderr
+    assert "4 submissions already graded" in second.stderr
     others = [row for row in gradebook_rows(course) if row[0] not in REGRADED]
     assert others == [row for row in graded["first rows"] if row[0] not in REGRADED]
     with Gradebook(course.db_url, course.coursedir.course_id) as gb:
@@ -252,3 +256,41 @@ def test_nothing_outside_the_graded_submissions_changes(graded):
         for student in set(EXPECTED) - REGRADED
         for kind in ("submitted", "autograded", "feedback")
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{broken", "Expecting property name enclosed in double quotes"),
+        ("", "Expecting value: line 1 column 1 (char 0)"),
+        ("[1, 2]", "expected a JSON object, found list"),
+        ('{"student": "ann", "assignment": "hw", "grade": 10}', "unexpected keyword argument"),
+        ('{"student": "ann", "assignment": "hw", "problems": "none"}', "must be strings"),
+        ('{"student": "ann", "assignment": "hw", "problems": [["[/]"]]}', "must be strings"),
+        ('{"student": "ann", "assignment": "hw", "seconds": "1"}', "seconds must be a number"),
+        ('{"student": "bob", "assignment": "hw"}', "it is the record of bob/hw"),
+        (b"\xff\xfe{", "'utf-8' codec can't decode byte 0xff"),
+    ],
+)
+def test_a_broken_record_counts_as_not_graded_and_names_its_file(tmp_path, text, reason):
+    course = Course(tmp_path)
+    submission = Submission("ann", ASSIGNMENT)
+    path = course.record_path(submission)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(BrokenRecord) as broken:
+        course.read_record(submission)
+    assert str(broken.value).startswith(
+        f"the grading record .course-grade/records/{ASSIGNMENT}/ann.json is broken ("
+    )
+    assert reason in str(broken.value)
+    assert not course.is_graded(submission)
+    assert course.read_records([submission]) == [
+        GradingRecord("ann", ASSIGNMENT, [str(broken.value)])
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "not a date", "2026-13-45 10:00:00 UTC", "9" * 40])
+def test_a_timestamp_that_is_not_a_time_reads_as_none(tmp_path, text):
+    (tmp_path / "timestamp.txt").write_text(text)
+    assert Course.timestamp(tmp_path) is None

@@ -12,6 +12,7 @@ import copy
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -154,6 +155,14 @@ ATTACKS = {
             "the cell stopped before its end, yet showed no error"
         ],
     ),
+    "guard-replacer": (
+        "import builtins\n"
+        "for name in [name for name in vars(builtins) if name.startswith('_course_grade_')]:\n"
+        "    setattr(builtins, name, lambda *args: 'looks fine')\n"
+        "get_ipython().showtraceback = lambda *args, **kwargs: None" + WRONG,
+        ADD_ONLY,
+        [WITHHELD + "the integrity guard gave no valid answer"],
+    ),
 }
 SHADOW = "shadow"  # submits its own autograder/checks.py beside the notebook
 SHADOW_REASON = (
@@ -164,27 +173,34 @@ SHADOW_REASON = (
 )
 
 
+def pasted(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of `cell` as JupyterLab pastes it: a new id, the same metadata."""
+    copied = copy.deepcopy(cell)
+    copied.id = uuid.uuid4().hex[:8]
+    return copied
+
+
 def copied_test_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """test_add pasted twice, the first copy edited (as if the student typed into it)."""
     test_add = next(c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] == "test_add")
-    edited = copy.deepcopy(test_add)
+    edited = pasted(test_add)
     edited.source = "pass"
     index = nb.cells.index(test_add)
     nb.cells[index:index] = [edited]
-    nb.cells.insert(index + 2, copy.deepcopy(test_add))
+    nb.cells.insert(index + 2, pasted(test_add))
     return nb
 
 
 def copied_answer_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     mul = next(c for c in nb.cells if c.metadata["nbgrader"]["grade_id"] == "mul")
-    answer = copy.deepcopy(mul)
+    answer = pasted(mul)
     mul.source = "# my first try"
     nb.cells.insert(nb.cells.index(mul) + 1, answer)
     return nb
 
 
 def added_grade_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    cell = copy.deepcopy(nb.cells[2])
+    cell = pasted(nb.cells[2])
     cell.metadata["nbgrader"].update(grade_id="my-test", points=10)
     cell.source = "assert mul(3, 3) == 9"
     nb.cells.append(cell)

@@ -320,7 +320,7 @@ class SessionTracker:
         """An object's (by tracker key) last transition up to step ``index``, and its call."""
         self.settle()
         with self._lock:
-            steps = self._history[: index + 1]
+            steps = self._steps_to(index)
         for step in reversed(steps):
             keys, labels, events = step.transition_columns
             if key in keys:
@@ -343,7 +343,7 @@ class SessionTracker:
         self.settle()
         with self._lock:
             found: dict[int, tuple] = {}
-            for step in self._history[: index + 1]:
+            for step in self._steps_to(index):
                 for row in step.change_rows:
                     found[row[0]] = row
             records = self._all_records
@@ -372,15 +372,19 @@ class SessionTracker:
     def _session_as_of(self, session_key: int | None, index: int) -> SessionSnapshot:
         objects = [snap for snap in self.objects_at(index) if snap.session_key == session_key]
         in_transaction = next(
-            (step.in_transaction for step in reversed(self._history[: index + 1])
+            (step.in_transaction for step in reversed(self._steps_to(index))
              if step.session_key == session_key),
             False,
         )
         return SessionSnapshot.from_objects(objects, in_transaction)
 
+    def _steps_to(self, index: int) -> list[Step]:
+        """The steps up to ``index`` included (none for a negative index)."""
+        return self._history[: max(index + 1, 0)]
+
     def _row_at(self, record: _Record, index: int, first: bool = False) -> tuple | None:
         """A record's last row up to step ``index`` (or its first row, if ``first``)."""
-        steps = self._history[: index + 1]
+        steps = self._steps_to(index)
         for step in steps if first else reversed(steps):
             position = _row_position(step, record.key)
             if position is not None:

@@ -647,3 +647,16 @@ def test_legacy_query_calls_are_named_as_such(session):
         "Query.get()", "Query.one()", "Query.all()", "Query.first()", "Query.count()",
         "iter(Query)", "Query.update()", "execute()", "commit()", "load on access",
     ]
+
+
+def test_readers_before_any_step(session):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    key = tracker.watch(mary).key
+    session.add(mary)
+    session.flush()
+    for index in (-1, -2):
+        assert tracker.snapshot_at(key, index).state == "transient"
+        assert tracker.last_transition_at(key, index) is None
+        assert tracker.objects_at(index) == []
+        assert tracker.session_snapshot_at(session, index).new == ()

@@ -97,6 +97,7 @@ class Placement:
     student: str
     path: PurePosixPath  # inside the student's assignment folder
     lms: str = ""  # "Canvas" or "Moodle" when the name is theirs
+    participant: str = ""  # the LMS's id of the student
     late: bool = False  # Canvas's LATE flag
     resubmission: int = 0  # Canvas's "-N" suffix
 
@@ -119,17 +120,17 @@ def place_in_zip(member: str) -> Placement | str:
             student_id(canvas["name"], canvas["participant"]),
             PurePosixPath(RESUBMISSION_SUFFIX.sub("", canvas["file"])),
             "Canvas",
+            canvas["participant"],
             bool(canvas["late"]),
             int(suffix["number"]) if suffix else 0,
         )
+    inside = PurePosixPath(*path.parts[1:])
     moodle = MOODLE_FOLDER.match(path.parts[0])
     if moodle:
         student = student_id(moodle["name"], moodle["participant"])
-    else:
-        student = student_id(path.parts[0])
-    if not student:
-        return "a folder name without a letter or digit"
-    return Placement(student, PurePosixPath(*path.parts[1:]), "Moodle" if moodle else "")
+        return Placement(student, inside, "Moodle", moodle["participant"])
+    student = student_id(path.parts[0])
+    return Placement(student, inside) if student else "a folder name without a letter or digit"
 
 
 @dataclass
@@ -184,6 +185,10 @@ def unpack_lms_zip(
                 f"{archive}: no submissions found (expected Canvas names like "
                 f"'login_123_456_{assignment}.ipynb' or one folder per student){skipped}"
             )
+        exported = {
+            _known_student(course, assignment, student, submission): submission
+            for student, submission in exported.items()
+        }
         extractor = _Extractor(bundle, limits.member_bytes, budget, archive, Path(scratch))
         for student, submission in sorted(exported.items()):
             for path, (info, _) in sorted(submission.files.items()):
@@ -225,6 +230,20 @@ def _read_export(
                 continue
         files[place.path] = (info, place)
     return exported
+
+
+def _known_student(
+    course: Course, assignment: str, student: str, exported: ExportedSubmission
+) -> str:
+    """The id this participant already has in submitted/ (the LMS's name for them may have
+    changed since), else `student`. Canvas user ids hold course-wide, Moodle's participant
+    ids for one assignment."""
+    place = next(iter(exported.files.values()))[1]
+    if not place.participant:
+        return student
+    pattern = f"*-{place.participant}/{assignment if place.lms == 'Moodle' else '*'}"
+    known = {path.parent.name for path in submitted_root(course).glob(pattern) if path.is_dir()}
+    return known.pop() if len(known) == 1 else student
 
 
 class _Extractor:

@@ -6,7 +6,6 @@ import resource
 import signal
 import stat
 import struct
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,7 +29,7 @@ from autograder.submissions import (
     unpack_lms_zip,
 )
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
+MOODLE = "_assignsubmission_file_"
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,22 @@ def test_an_lms_zip_is_unpacked_into_submitted(course, tmp_path):
     assert find_submissions(course, assignment="zip*", student="*j*") == found[1:]
     assert marked_late(course, Submission("smithjohn-1202", "zipped")) == "Canvas"
     assert marked_late(course, Submission("doejane-1201", "zipped")) is None
+
+
+def test_a_participant_renamed_in_the_lms_keeps_the_student_id(course, tmp_path):
+    for number, (login, text) in enumerate([("doejane", "first"), ("roejane", "second")]):
+        archive = tmp_path / f"{number}.zip"
+        with zipfile.ZipFile(archive, "w") as bundle:
+            date = (2026, 11, 20 + number, 10, 0, 0)
+            bundle.writestr(zipfile.ZipInfo(f"{login}_4242_{number}_hw.ipynb", date), text)
+            bundle.writestr(zipfile.ZipInfo(f"Ann Lee_{7 + number}{MOODLE}/hw.ipynb", date), text)
+        unpack_lms_zip(course, archive, "renamed")
+    folder = course.root / "submitted" / "doejane-4242" / "renamed"
+    assert (folder / "hw.ipynb").read_text() == "second"
+    assert (folder / "timestamp.txt").read_text() == "2026-11-21 10:00:00.000000 UTC"
+    assert find_submissions(course, "renamed") == [
+        Submission(student, "renamed") for student in ("ann-lee-7", "ann-lee-8", "doejane-4242")
+    ]
 
 
 def test_a_broken_zip_is_named_in_the_error(course, tmp_path):

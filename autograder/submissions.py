@@ -211,7 +211,9 @@ def _read_export(
         if info.is_dir():
             continue
         place = place_in_zip(info.filename)
-        if stat.S_ISLNK(info.external_attr >> 16):
+        if isinstance(place, Placement) and place.path == PurePosixPath(TIMESTAMP_FILE):
+            place = "a timestamp.txt of its own (the export's date is used)"
+        elif stat.S_ISLNK(info.external_attr >> 16):
             place = "a symbolic link"
         elif info.flag_bits & 0x1:
             place = "encrypted"

@@ -100,7 +100,10 @@ def test_every_skipped_member_is_named_with_its_reason(course, tmp_path):
     link = zipfile.ZipInfo("linker_5_6_hw.ipynb")
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("Eve Doe_7_assignsubmission_file_/hw.ipynb", "{}")
+        bundle.writestr(
+            zipfile.ZipInfo(f"Eve Doe_7{MOODLE}/hw.ipynb", (2026, 11, 20, 10, 0, 0)), "{}"
+        )
+        bundle.writestr(f"Eve Doe_7{MOODLE}/timestamp.txt", "2000-01-01 00:00:00 UTC")
         bundle.writestr("../escape.ipynb", "x")
         bundle.writestr("Eve Doe_7_assignsubmission_file_/../../../escape.ipynb", "x")
         bundle.writestr("/tmp/course-grade-absolute.ipynb", "x")
@@ -117,6 +120,10 @@ def test_every_skipped_member_is_named_with_its_reason(course, tmp_path):
     unpacked = unpack_lms_zip(course, archive, "hostile")
     assert unpacked.updated == [Submission("eve-doe-7", "hostile")]
     assert unpacked.skipped == [
+        (
+            f"Eve Doe_7{MOODLE}/timestamp.txt",
+            "a timestamp.txt of its own (the export's date is used)",
+        ),
         ("../escape.ipynb", "a path out of the export (..)"),
         ("Eve Doe_7_assignsubmission_file_/../../../escape.ipynb", "a path out of the export (..)"),
         ("/tmp/course-grade-absolute.ipynb", "an absolute path"),
@@ -140,6 +147,8 @@ def test_every_skipped_member_is_named_with_its_reason(course, tmp_path):
         f"{folder}/hw.ipynb",
         f"{folder}/timestamp.txt",
     }
+    timestamp = course.root / folder / "timestamp.txt"
+    assert timestamp.read_text() == "2026-11-20 10:00:00.000000 UTC"
     assert not Path("/tmp/course-grade-absolute.ipynb").exists()
     assert not (course.root.parent / "escape.ipynb").exists()
 

@@ -3,6 +3,7 @@ and reasons, submission text shown literally (terminal and HTML), nothing else t
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from rich.console import Console
 from test_grading_helpers import (
     ASSIGNMENT,
     changed_paths,
@@ -25,7 +27,9 @@ from test_grading_helpers import (
     tree_digest,
 )
 
+from autograder import cli
 from autograder.course import BrokenRecord, Course, GradingRecord, Submission
+from autograder.report import ClassReport
 from autograder.submissions import unpack_lms_zip
 
 COMMAND = str(Path(sys.executable).parent / "course-grade")
@@ -294,3 +298,19 @@ def test_a_broken_record_counts_as_not_graded_and_names_its_file(tmp_path, text,
 def test_a_timestamp_that_is_not_a_time_reads_as_none(tmp_path, text):
     (tmp_path / "timestamp.txt").write_text(text)
     assert Course.timestamp(tmp_path) is None
+
+
+def test_terminal_tables_show_submission_text_literally(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, width=300, force_terminal=True))
+    reasons = {
+        "[/] [bold red]x :red_circle:": "[/] [bold red]x :red_circle:",
+        "[link=https://evil.example]click[/link]": "[link=https://evil.example]click[/link]",
+        "a\x1b]0;title\x07b\x1b[2Jc\u202ed": "a\\x1b]0;title\\x07b\\x1b[2Jc\\u202ed",
+    }
+    attention = [("[/]", ASSIGNMENT, reason) for reason in reasons]
+    cli.print_tables(ClassReport(scores={"[/]": {ASSIGNMENT: (1.0, 5.0)}}, attention=attention))
+    shown = screen.getvalue()
+    assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\u202e" not in shown
+    for literal in reasons.values():
+        assert f"│ [/] │ hw │ {literal} " in " ".join(shown.split()).replace("\x1b[0m", "")

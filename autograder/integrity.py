@@ -24,8 +24,14 @@ the cell 0, and the reason goes to the grading record.
 
 What this does not guarantee: the guard lives in the student's process. Code written to
 defeat it specifically (finding its function or key through `gc` or `builtins`, wrapping it,
-undoing its patches around each probe, or rewriting the snapshot) can hide its tampering;
-the cell is then scored as stock nbgrader scores it, from its outputs.
+undoing its patches around each probe, or rewriting the snapshot in its closure) can hide
+its tampering; the cell is then scored as stock nbgrader scores it, from its outputs (tried:
+a wrong answer that rewrites the snapshot after adding an AST transformer earns full
+points). Machinery outside the snapshot (SQLAlchemy modules other than the session, state,
+scoping and inspection ones, for example) is not watched. Tools that legitimately install
+hooks (`%load_ext autoreload`, `%matplotlib`, a debugger's `sys.settrace`) are flagged too.
+The guard must start before any student code: the kernel's folder gets the submission's
+files only after the kernel started, so a submitted `ipython_config.py` is never read.
 """
 
 from __future__ import annotations

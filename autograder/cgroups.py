@@ -3,9 +3,10 @@
 `prlimit` limits apply to each process and start afresh in every child; a cgroup counts
 the kernel and everything it forks. The grader creates one group per kernel under its own
 group (cgroup v2 where memory and pids are delegated to it, else cgroup v1's memory, pids
-and cpuacct hierarchies), caps memory and processes there, and watches the group's CPU time
-and its memory and process-limit events. Where neither is usable (no write access, no
-delegation) `find_hierarchy` says why and the kernel runs with per-process limits only.
+and cpuacct hierarchies), caps memory and processes there, and reads the group's CPU time
+and its memory and process-limit events (the grader's KernelWatch kills a kernel past
+them). Where neither is usable (no write access, no delegation) `find_hierarchy` says why
+and the kernel runs with per-process limits only.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import contextlib
 import itertools
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-WATCH_SECONDS = 0.2
 _names = itertools.count()
 
 
@@ -101,7 +100,7 @@ def _remove_groups_of_dead_graders(hierarchy: Hierarchy) -> None:
 
 
 class KernelCgroup:
-    """One kernel's group: its limits, its usage, and a watchdog that kills it past them."""
+    """One kernel's group: its limits, its usage, and a way to kill all its processes."""
 
     def __init__(self, hierarchy: Hierarchy, limits: Limits) -> None:
         self.hierarchy = hierarchy
@@ -109,8 +108,6 @@ class KernelCgroup:
         name = f"course-grade-{os.getpid()}-{next(_names)}"
         self.folders = {c: parent / name for c, parent in hierarchy.parents.items()}
         self._cpu_start = 0.0
-        self._stop_watch = threading.Event()
-        self._watcher: threading.Thread | None = None
         try:
             for folder in set(self.folders.values()):
                 folder.mkdir()
@@ -143,10 +140,8 @@ class KernelCgroup:
         return int((self.folders["cpuacct"] / "cpuacct.usage").read_text()) / 1e9
 
     def start_clock(self) -> None:
-        """Count CPU time from now (a notebook's start), and watch the limits from now."""
+        """Count CPU time from now (a notebook's start)."""
         self._cpu_start = self.cpu_seconds()
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
 
     def exceeded(self) -> str | None:
         """Which limit the kernel and its processes went past, or None."""
@@ -169,11 +164,6 @@ class KernelCgroup:
             return None
         return None
 
-    def _watch(self) -> None:
-        while not self._stop_watch.wait(WATCH_SECONDS):
-            if self.exceeded():
-                self.kill()
-
     def kill(self) -> None:
         """Kill every process of the group."""
         for _ in range(100):
@@ -188,8 +178,7 @@ class KernelCgroup:
             time.sleep(0.01)
 
     def remove(self) -> None:
-        """Stop watching, kill what is left and delete the group."""
-        self._stop_watch.set()
+        """Kill what is left and delete the group."""
         for folder in set(self.folders.values()):
             if folder.exists():
                 with contextlib.suppress(OSError):

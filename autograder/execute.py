@@ -13,10 +13,15 @@ is stopped, the cell that was running scores 0 and the cells before keep their r
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -30,10 +35,11 @@ from traitlets import Any, Integer, List, Unicode
 
 from autograder.cgroups import KernelCgroup
 from autograder.integrity import KernelGuard, withheld_output
-from autograder.safe_files import copy_regular_files, open_folder
+from autograder.safe_files import MAX_ENTRIES, copy_regular_files, open_folder
 from autograder.sandbox import SandboxedKernelManager, SandboxPolicy
 
 RESPONSE_GRACE_SECONDS = 5
+WATCH_SECONDS = 0.2  # how often a running kernel's limits are checked
 
 
 @dataclass
@@ -67,7 +73,7 @@ class GuardedExecute(Execute):
     notebook_timeout = Integer(
         600, help="Seconds of wall-clock time a whole notebook may run (all its cells)."
     ).tag(config=True)
-    kernel_cgroup = Any(None, allow_none=True, help="The kernel's KernelCgroup, if it has one.")
+    kernel_watch = Any(None, allow_none=True, help="The KernelWatch of the kernel's limits.")
     problems = List(Unicode())
 
     def preprocess(self, nb, resources=None, km=None):  # noqa: D102 - nbconvert's signature
@@ -158,8 +164,8 @@ class GuardedExecute(Execute):
         """The notebook's wall-clock and CPU time count from its first cell (not the
         kernel's start)."""
         self._deadline = time.monotonic() + self.notebook_timeout
-        if self.kernel_cgroup is not None:
-            self.kernel_cgroup.start_clock()
+        if self.kernel_watch is not None:
+            self.kernel_watch.start()
 
     def _get_timeout(self, cell: NotebookNode | None) -> float | None:
         """The cell's timeout, shortened to what is left of the notebook's wall-clock time."""
@@ -175,8 +181,8 @@ class GuardedExecute(Execute):
         return f"the notebook reached its wall-clock limit of {self.notebook_timeout} s"
 
     def _kernel_limit(self) -> str | None:
-        """A limit of the kernel's cgroup (memory, processes, CPU time) it went past."""
-        return self.kernel_cgroup.exceeded() if self.kernel_cgroup is not None else None
+        """A limit of the kernel (memory, processes, CPU time, its folder) it went past."""
+        return self.kernel_watch.exceeded() if self.kernel_watch is not None else None
 
     def _describe(self, error: Exception) -> str:
         if limit := self._kernel_limit() or self._wall_clock_limit():
@@ -218,6 +224,64 @@ def clip_lines(lines: list[str], limit: int) -> list[str]:
     return kept
 
 
+class KernelWatch:
+    """Watches a running kernel from the grader: its cgroup's limits (memory, processes, CPU
+    time) and its folder, which may hold twice the disk budget and MAX_ENTRIES entries (each
+    file is capped by RLIMIT_FSIZE, not their number). Past any of them it kills the kernel
+    at once and keeps saying which limit it was."""
+
+    def __init__(
+        self, cgroup: KernelCgroup | None, folder: Path, disk_bytes: int, kill: Callable[[], None]
+    ) -> None:
+        self.cgroup = cgroup
+        self.folder = folder
+        self.folder_bytes = 2 * disk_bytes
+        self.kill = kill
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        """Count CPU time from now and watch until `stop`."""
+        if self.cgroup is not None:
+            self.cgroup.start_clock()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def exceeded(self) -> str | None:
+        """The limit the kernel went past, or None."""
+        if self.cgroup is not None and (reason := self.cgroup.exceeded()):
+            return reason
+        entries, allocated = 0, 0
+        for entry in _walk(self.folder):
+            entries += 1
+            allocated += entry.stat(follow_symlinks=False).st_blocks * 512
+            if entries > MAX_ENTRIES:
+                return f"the kernel made more than {MAX_ENTRIES} files and folders in its folder"
+            if allocated > self.folder_bytes:
+                megabytes = self.folder_bytes // 1024**2
+                return f"the kernel wrote more than {megabytes} MB into its folder"
+        return None
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(WATCH_SECONDS):
+            if self.exceeded():
+                self.kill()
+
+
+def _walk(folder: Path) -> Iterator[os.DirEntry]:
+    """Every entry below `folder`, links not followed; gone entries skipped."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            yield entry
+            if entry.is_dir(follow_symlinks=False):
+                yield from _walk(Path(entry.path))
+
+
 class KernelSlot:
     """A sandboxed kernel started in a fresh folder of its own before a notebook needs it."""
 
@@ -241,6 +305,14 @@ class KernelSlot:
         )
         arguments = [f"--HistoryManager.hist_file={GuardedExecute.ipython_hist_file.default_value}"]
         run_sync(self.km.start_kernel)(extra_arguments=arguments, cwd=str(self.workdir))
+
+    def kill(self) -> None:
+        """Kill the kernel and every process it started (callable from any thread)."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        elif self.km.provisioner is not None and self.km.provisioner.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.km.provisioner.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop the kernel and every process it started."""
@@ -284,7 +356,8 @@ class NotebookRunner:
         slot = self._take_slot(kernel_name)
         if self.prefetch:
             self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
-        executor = GuardedExecute(config=self.config, kernel_cgroup=slot.cgroup)
+        watch = KernelWatch(slot.cgroup, slot.workdir, self.policy.disk_bytes, slot.kill)
+        executor = GuardedExecute(config=self.config, kernel_watch=watch)
         folder = Path(workdir)
         notebooks: list[str] = []  # the grader writes the graded notebook, not the kernel
 
@@ -307,6 +380,7 @@ class NotebookRunner:
             ):
                 refused = copy_regular_files(kernel, target, self.policy.disk_bytes, notebook)
         finally:
+            watch.stop()
             slot.close()
         seconds = time.monotonic() - started
         left_out = sorted([*notebooks, *refused])

@@ -209,7 +209,10 @@ class GradebookWriter:
                 open_folder(source, self.course.root) as folder,
             ):
                 copy_regular_files(
-                    folder, target, skip=lambda path: ignored(path) or str(path) in excluded
+                    folder,
+                    target,
+                    skip=lambda path: ignored(path) or str(path) in excluded,
+                    limit_entries=None,
                 )
         return problems
 

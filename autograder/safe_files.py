@@ -26,6 +26,11 @@ READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CL
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1024 * 1024
 SPARSE_MIN_BYTES = 1024 * 1024  # smaller files are never called sparse (filesystems round)
+MAX_ENTRIES = 1000  # files and folders a copy takes from a student or a kernel
+
+
+class _TooManyEntries(Exception):
+    """A copy met more entries than it may take."""
 
 
 class UnsafePath(OSError):
@@ -106,14 +111,19 @@ def copy_regular_files(
     destination: int,
     limit_bytes: int | None = None,
     skip: Callable[[PurePosixPath], bool] = lambda path: False,
+    limit_entries: int | None = MAX_ENTRIES,
 ) -> list[str]:
     """Copy the regular files below folder descriptor `source` into `destination`.
 
     Anything else (a link, a hard-linked file, a device, fifo or socket), a sparse file and
     a file that would take the total past `limit_bytes` is left out; paths for which `skip`
-    is true are left out silently. Returns one reason per file left out."""
-    copy = _TreeCopy(limit_bytes, skip)
-    copy.folder(source, destination, PurePosixPath())
+    is true are left out silently; the copy stops after `limit_entries` files and folders.
+    Returns one reason per file left out."""
+    copy = _TreeCopy(limit_bytes, skip, limit_entries)
+    try:
+        copy.folder(source, destination, PurePosixPath())
+    except _TooManyEntries:
+        copy.refused.append(f"more than {limit_entries} files and folders: the rest not copied")
     return copy.refused
 
 
@@ -121,6 +131,7 @@ def copy_regular_files(
 class _TreeCopy:
     bytes_left: int | None
     skip: Callable[[PurePosixPath], bool]
+    entries_left: int | None
     refused: list[str] = field(default_factory=list)
 
     def folder(self, source: int, destination: int, relative: PurePosixPath) -> None:
@@ -128,6 +139,10 @@ class _TreeCopy:
             path = relative / entry.name
             if self.skip(path):
                 continue
+            if self.entries_left is not None:
+                if self.entries_left == 0:
+                    raise _TooManyEntries
+                self.entries_left -= 1
             if not entry.is_dir(follow_symlinks=False):
                 reason = self.file(source, destination, entry.name)
                 if reason:

@@ -72,6 +72,17 @@ except OSError as error:
     print('3 GB refused:', error.strerror)
 """
 HOARD = "for name in 'abc':\n    open(f'{name}.bin', 'wb').write(b'x' * 3 * 1024**2)\n"
+FILL = """import os, time
+for name in 'abc':
+    with open(f'{name}.bin', 'wb') as handle:
+        os.posix_fallocate(handle.fileno(), 0, 6 * 1024**2)
+time.sleep(30)
+"""
+SWARM = """import time
+for number in range(1500):
+    open(f'f{number:04}', 'w').close()
+time.sleep(30)
+"""
 SPREAD = """import os, time
 children = []
 for _ in range(6):
@@ -160,6 +171,25 @@ def expected(root: Path) -> dict[str, tuple[dict[str, float], list[str]]]:
                 "(2097152 bytes left)",
             ],
         ),
+        "filler": (
+            ADD_ONLY,
+            [
+                f"hw.ipynb cell 4 (mul): the kernel wrote more than {2 * DISK_MB} MB into its "
+                f"folder{STOPPED}",
+                f"{KERNEL}b.bin not copied: 6291456 bytes, over the size budget "
+                "(2097152 bytes left)",
+                f"{KERNEL}c.bin not copied: 6291456 bytes, over the size budget "
+                "(2097152 bytes left)",
+            ],
+        ),
+        "swarm": (
+            ADD_ONLY,
+            [
+                "hw.ipynb cell 4 (mul): the kernel made more than 1000 files and folders in its "
+                f"folder{STOPPED}",
+                f"{KERNEL}more than 1000 files and folders: the rest not copied",
+            ],
+        ),
         "spread": (
             ADD_ONLY,
             [
@@ -223,6 +253,8 @@ def make_class(root: Path) -> None:
         "snoop": SNOOP,
         "sparse": SPARSE,
         "hoarder": HOARD,
+        "filler": FILL,
+        "swarm": SWARM,
         "spread": SPREAD,
         "storm": STORM,
         "spinner": SPIN,

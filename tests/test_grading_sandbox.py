@@ -5,6 +5,7 @@ Needs bubblewrap (`make system-packages`): without it these tests fail, they nev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -162,3 +163,30 @@ def test_grading_without_bubblewrap_warns_and_still_grades(tmp_path):
         " ".join(result.stderr.split())
     )
     assert scores(course) == {"alice": {"test_add": 2.0, "test_mul": 3.0}}
+
+
+def test_without_a_cgroup_a_kernel_filling_its_folder_is_still_stopped(tmp_path):
+    policy = dataclasses.replace(
+        make_policy(MEMORY_LIMIT, cpu_seconds=30, disk_bytes=1024**2), hierarchy=None
+    )
+    assert "limits per process only" in policy.describe()
+    fill = (
+        "import os, time\n"
+        "for name in 'abc':\n"
+        "    with open(name, 'wb') as handle:\n"
+        "        os.posix_fallocate(handle.fileno(), 0, 900 * 1024)\n"
+        "time.sleep(30)"
+    )
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(fill)])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    config = Config()
+    config.Execute.timeout = 20
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = NotebookRunner(policy, config, prefetch=False).run(nbformat.writes(nb), str(workdir))
+    assert result.problems == [
+        "cell 1: the kernel wrote more than 2 MB into its folder; the kernel was stopped and "
+        "later cells scored 0",
+        "kernel's folder: b not copied: 921600 bytes, over the size budget (126976 bytes left)",
+        "kernel's folder: c not copied: 921600 bytes, over the size budget (126976 bytes left)",
+    ]

@@ -43,7 +43,7 @@ class GradingRecord:
             raise ValueError(f"expected a JSON object, found {type(data).__name__}")
         record = cls(**data)  # TypeError for a missing or unknown field
         if not isinstance(record.problems, list) or not all(
-            isinstance(text, str) for text in [record.student, record.assignment, *record.problems]
+            isinstance(item, str) for item in [record.student, record.assignment, *record.problems]
         ):
             raise ValueError("student, assignment and each problem must be strings")
         if isinstance(record.seconds, bool) or not isinstance(record.seconds, int | float):

@@ -165,6 +165,11 @@ ATTACKS = {
     ),
 }
 SHADOW = "shadow"  # submits its own autograder/checks.py beside the notebook
+CONFIGURER = "configurer"  # submits IPython config files that would hide errors at start
+HIDING_CONFIG = (
+    "c.InteractiveShellApp.exec_lines = "
+    "['get_ipython().showtraceback = lambda *args, **kwargs: None']\n"
+)
 SHADOW_REASON = (
     "points withheld, the test machinery changed: "
     f"autograder is not loaded from {autograder.__file__}; "
@@ -242,6 +247,9 @@ def graded(tmp_path_factory):
     fake.mkdir()
     (fake / "__init__.py").write_text("")
     (fake / "checks.py").write_text("def check(*args):\n    pass\n")
+    submit(course, CONFIGURER, solved(course, mul=WRONG))
+    for name in ("ipython_config.py", "ipython_kernel_config.py"):
+        (course.root / "submitted" / CONFIGURER / "hw" / name).write_text(HIDING_CONFIG)
     result = subprocess.run(
         [COMMAND, "grade", "--jobs", "2"],
         cwd=course.root,
@@ -258,6 +266,7 @@ class TestAdversarialStudents:
         expected = {student: cells for student, (_, cells, _) in ATTACKS.items()}
         expected |= {student: FULL for student in COPIES}
         expected[SHADOW] = NOTHING
+        expected[CONFIGURER] = ADD_ONLY  # the kernel starts before it gets the files
         assert scores(graded) == expected
 
     @pytest.mark.parametrize("student", list(ATTACKS))
@@ -274,9 +283,12 @@ class TestAdversarialStudents:
             f"hw.ipynb cell 5 (test_mul): {SHADOW_REASON}",
         ]
 
+    def test_submitted_ipython_config_files_are_never_read(self, graded):
+        assert record(graded, CONFIGURER)["problems"] == []
+
     def test_no_feedback_page_shows_a_hidden_test(self, graded):
         pages = sorted((graded.root / "feedback").glob("*/hw/hw.html"))
-        assert len(pages) == len(ATTACKS) + len(COPIES) + 1
+        assert len(pages) == len(ATTACKS) + len(COPIES) + 2
         hidden = HIDDEN_LINE.split(",")[0]
         for page in pages:
             text = page.read_text()

@@ -206,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100,
         help="megabytes of files a submission may bring from submitted/ and a kernel may "
-        "leave in its folder, and the size of each file and of the kernel's /tmp (default: 100)",
+        "leave in its folder, and the size of each file and of the kernel's /tmp; a kernel "
+        "whose folder grows past twice this is stopped (default: 100)",
     )
     grade_parser.add_argument(
         "--notebook-timeout",

@@ -220,19 +220,30 @@ def quotes(message: str, value: object) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(str(value))}(?!\w)", message) is not None
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_hidden_test_messages_quote_no_hidden_value(assignment: str) -> None:
+def hidden_values(assignment: str) -> dict[str, tuple[set[object], set[str]]]:
+    """For each hidden test cell: the values only its hidden part shows, and its messages."""
     release = read_notebook(ROOT / "release", assignment)
     code = [cell.source for cell in release.cells if cell.cell_type == "code"]
     public = set().union(*(literals(source) for source in code))
     source = read_notebook(ROOT / "source", assignment)
-    hidden = [cell for cell in source.cells if is_hidden_test(cell)]
+    return {
+        nbgrader_meta(cell)["grade_id"]: (
+            literals(cell.source) - public - message_texts(cell.source),
+            message_arguments(cell.source),
+        )
+        for cell in source.cells
+        if is_hidden_test(cell)
+    }
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_test_messages_quote_no_hidden_value(assignment: str) -> None:
+    hidden = hidden_values(assignment)
     assert hidden
-    for cell in hidden:
-        secret = literals(cell.source) - public - message_texts(cell.source)
-        for message in message_arguments(cell.source):
+    for grade_id, (secret, messages) in hidden.items():
+        for message in messages:
             quoted = [value for value in secret if quotes(message, value)]
-            assert quoted == [], f"{nbgrader_meta(cell)['grade_id']}: {message!r} quotes {quoted}"
+            assert quoted == [], f"{grade_id}: {message!r} quotes {quoted}"
 
 
 def test_the_predicted_steps_explanations_name_no_state() -> None:
@@ -435,3 +446,24 @@ def test_passing_test_cells_write_nothing_to_stderr(
         if output.get("name") == "stderr"
     ]
     assert streams == []
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_feedback_of_wrong_answers_quotes_no_hidden_value(
+    course: Course, scores: dict[str, Scores], assignment: str
+) -> None:
+    from autograder.feedback import WithholdOutputs
+
+    secret = set().union(*(values for values, _ in hidden_values(assignment).values()))
+    shown = []
+    for student in ("blank", "half", "cheating"):
+        graded = read_notebook(course.root / "autograded" / student, assignment)
+        graded, _ = WithholdOutputs().preprocess(graded, {})
+        shown += [
+            output.get("text", "")
+            for cell in graded.cells
+            for output in cell.get("outputs", [])
+        ]
+    assert any(line.startswith("AssertionError: ") for line in shown)  # teaching messages
+    for text in shown:
+        assert [value for value in secret if quotes(text, value)] == [], text

@@ -176,7 +176,13 @@ class _SessionMembers:
 
 
 class SessionTracker:
-    """Record the history of a Session, a sessionmaker's sessions or a scoped_session's sessions."""
+    """Record the history of the sessions of one or more targets: a Session, a sessionmaker,
+    a scoped_session.
+
+    The hooks it needs are shared with the other trackers of the same targets and hold it weakly:
+    it records while something references it (a variable, a widget), and ``detach()`` stops it
+    at once. Making a new tracker on the same target (a notebook cell run again) adds no wrapper.
+    """
 
     def __init__(self, target: Target, *more_targets: Target) -> None:
         self._lock = threading.RLock()

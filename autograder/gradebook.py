@@ -200,7 +200,9 @@ class GradebookWriter:
         with open_folder(staging, self.course.root, create=True) as target:
             try:
                 with open_folder(submitted, self.course.root) as folder:
-                    refused = copy_regular_files(folder, target, self.disk_bytes, ignored)
+                    refused = copy_regular_files(
+                        folder, target, self.disk_bytes, ignored, hard_links=True
+                    )
                 problems += [f"submitted file {reason}" for reason in refused]
             except UnsafePath:
                 problems.append(f"{submitted.name}/ in submitted/ is a link: nothing read from it")
@@ -213,6 +215,7 @@ class GradebookWriter:
                     target,
                     skip=lambda path: ignored(path) or str(path) in excluded,
                     limit_entries=None,
+                    hard_links=True,
                 )
         return problems
 

@@ -138,6 +138,7 @@ def expected(root: Path) -> dict[str, tuple[dict[str, float], list[str]]]:
     mirror = root / "submitted" / "mirror" / ASSIGNMENT
     return {
         "victim": (FULL, []),
+        "backedup": (FULL, []),  # the instructor's backup hard-linked its notebook: innocent
         "linker": (
             FULL,
             [f"{KERNEL}hw.ipynb not copied: a notebook (the graded one is the grader's)"],
@@ -259,7 +260,7 @@ def make_class(root: Path) -> None:
         "storm": STORM,
         "spinner": SPIN,
     }
-    for student in ("victim", "pointer"):
+    for student in ("victim", "pointer", "backedup"):
         submit(course, student, solved(course))
     for student, code in kernel_code.items():
         submit(course, student, solved(course, mul=code + MUL))
@@ -275,6 +276,7 @@ def make_class(root: Path) -> None:
         submitted / "victim" / ASSIGNMENT / "hw.ipynb"
     )
     (submitted / "mirror").mkdir()
+    os.link(submitted / "backedup" / ASSIGNMENT / "hw.ipynb", root / "backup-hw.ipynb")
     for folder in ("autograded", "feedback"):  # links left where the grader writes
         (root / folder / "pointer").mkdir(parents=True)
         (root / folder / "pointer" / ASSIGNMENT).symlink_to(root / "source" / ASSIGNMENT)
@@ -292,6 +294,7 @@ class TestEscapes:
         root = tmp_path_factory.mktemp("escape") / "course"
         make_class(root)
         before = tree_digest(root)
+        groups_before = _kernel_groups(hierarchy)
         secret = secrets.token_hex(16)
         result = subprocess.run(
             [COMMAND, "grade", "--jobs", "2", *OPTIONS],
@@ -302,14 +305,14 @@ class TestEscapes:
             timeout=600,
         )
         assert result.returncode == 0, result.stderr
-        return root, before, secret, hierarchy
+        return root, before, secret, _kernel_groups(hierarchy) - groups_before
 
     def test_every_student_gets_exactly_the_points_and_reasons_expected(self, graded):
         root, _, _, _ = graded
         course_scores = scores(Course(root))
         for student, (points, problems) in expected(root).items():
-            assert course_scores[student] == points, student
-            assert record(Course(root), student)["problems"] == problems, student
+            assert (student, course_scores[student]) == (student, points)
+            assert (student, record(Course(root), student)["problems"]) == (student, problems)
         assert sorted(course_scores) == sorted(expected(root))
 
     def test_nothing_outside_the_graders_outputs_changed(self, graded):
@@ -349,9 +352,13 @@ class TestEscapes:
         assert (root / "autograded" / "sparse" / ASSIGNMENT / "huge.bin").stat().st_size == 0
 
     def test_every_kernel_cgroup_of_the_run_was_removed(self, graded):
-        _, _, _, hierarchy = graded
-        groups = [p for parent in hierarchy.parents.values() for p in parent.glob("course-grade-*")]
-        assert [group for group in groups if not _grader_alive(group)] == []
+        _, _, _, new_groups = graded
+        assert [group for group in new_groups if not _grader_alive(group)] == []
+
+
+def _kernel_groups(hierarchy) -> set[Path]:
+    """The kernel groups that exist now (those of other runs too)."""
+    return {p for parent in hierarchy.parents.values() for p in parent.glob("course-grade-*")}
 
 
 def _grader_alive(group: Path) -> bool:

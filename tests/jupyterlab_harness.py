@@ -297,8 +297,8 @@ class NotebookPage:
 
     def screenshot(self, path: Path, bottom: Locator) -> None:
         """Save a PNG of the notebook panel scrolled to end at `bottom`: it and the cells above."""
-        bottom.evaluate("element => element.scrollIntoView({block: 'end'})")
-        expect(bottom).to_be_in_viewport(ratio=0.9)
+        bottom.scroll_into_view_if_needed()
+        expect(bottom).to_be_in_viewport()
         self.page.locator(".jp-NotebookPanel:visible").screenshot(path=path, animations="disabled")
 
     def _select(self, index: int) -> None:

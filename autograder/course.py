@@ -12,7 +12,7 @@ from nbgrader.utils import parse_utc
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.safe_files import write_file_no_follow
+from autograder.safe_files import read_file_no_follow, write_file_no_follow
 
 STATE_FOLDER = ".course-grade"
 TIMESTAMP_FILE = "timestamp.txt"
@@ -139,7 +139,7 @@ class Course:
         """The time in a submission folder's timestamp.txt (as UTC), or None if it has none
         that reads as a time (nbgrader's own reader crashes on those)."""
         try:
-            text = (folder / TIMESTAMP_FILE).read_text(encoding="utf-8").strip()
+            text = read_file_no_follow(folder / TIMESTAMP_FILE, folder).decode("utf-8").strip()
             return parse_utc(text) if text else None
         except (OSError, UnicodeDecodeError, ValueError, OverflowError):
             return None

@@ -224,6 +224,7 @@ def expected(root: Path) -> dict[str, tuple[dict[str, float], list[str]]]:
             [
                 "submitted file friend not copied: a symbolic link",
                 "submitted file secret.txt not copied: a symbolic link",
+                "submitted file timestamp.txt not copied: a symbolic link",
             ],
         ),
         "plagiarist": (
@@ -270,6 +271,8 @@ def make_class(root: Path) -> None:
     submitted = root / "submitted"
     (submitted / "hoarder" / ASSIGNMENT / "big.bin").write_bytes(b"x" * 9 * 1024**2)
     (submitted / "pointer" / ASSIGNMENT / "secret.txt").symlink_to("/etc/shadow")
+    (submitted / "pointer" / ASSIGNMENT / "timestamp.txt").unlink()
+    (submitted / "pointer" / ASSIGNMENT / "timestamp.txt").symlink_to("/dev/zero")
     (submitted / "pointer" / ASSIGNMENT / "friend").symlink_to(submitted / "victim" / ASSIGNMENT)
     (submitted / "plagiarist" / ASSIGNMENT).mkdir(parents=True)
     (submitted / "plagiarist" / ASSIGNMENT / "hw.ipynb").symlink_to(

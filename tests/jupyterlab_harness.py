@@ -241,6 +241,7 @@ class NotebookPage:
 
     lab: JupyterLabPage
     first_error: int
+    is_open: bool = True
 
     @property
     def page(self) -> Page:
@@ -256,6 +257,7 @@ class NotebookPage:
         self.lab.menu("File", "Close and Shut Down Notebook…")
         self.lab.answer_dialog("Ok")
         expect(self.page.locator(".jp-NotebookPanel")).to_have_count(0)
+        self.is_open = False
 
     def save(self) -> None:
         """File > Save Notebook, as a student saves (the autosave does the same)."""

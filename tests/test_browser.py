@@ -82,7 +82,8 @@ def open_notebook(
     yield open_
     try:
         for notebook in opened:
-            notebook.close()
+            if notebook.is_open:
+                notebook.close()
     except PlaywrightError:  # a failed test left a dialog or menu open
         lab_page.reload()
     lab_server.shutdown_kernels()

@@ -118,6 +118,67 @@ def test_a_stock_widget_renders_and_follows_the_kernel(
     assert notebook.errors == []
 
 
+WITH_BLOCK = """\
+from sqlalchemy import create_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from session_visualizer import ObjectCard, SessionTracker
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+engine = create_engine("sqlite://")
+Base.metadata.create_all(engine)
+Session = sessionmaker(engine)
+tracker = SessionTracker(Session)"""
+ADD_COMMIT_CLOSE = """\
+john = User(name="John")
+with Session() as session:
+    session.add(john)
+    session.commit()
+ObjectCard(tracker, john)"""
+
+
+def test_a_card_steps_through_its_cell_from_the_keyboard(
+    lab_server: LabServer, open_notebook: Callable[[str], NotebookPage]
+) -> None:
+    """A card made in a cell with a `with` block shows the cell's end (detached); the keyboard
+    alone steps it back through the cell's steps, and switches it to "now" and back."""
+    _write_notebook(lab_server.root_dir / "keyboard.ipynb", WITH_BLOCK, ADD_COMMIT_CLOSE)
+    notebook = open_notebook("keyboard.ipynb")
+    notebook.run_all()
+    card = notebook.panel.locator(".sv-object-card")
+    state = card.locator(".sv-card-body")
+    expect(state).to_have_attribute("data-state", "detached")
+
+    card.get_by_role("slider").focus()
+    notebook.page.keyboard.press("ArrowLeft")
+    expect(state, "one step back: the commit").to_have_attribute("data-state", "persistent")
+    card.get_by_role("button", name="back").focus()
+    notebook.page.keyboard.press("Enter")
+    expect(state, "one more: the add").to_have_attribute("data-state", "pending")
+    card.get_by_role("button", name="forward").focus()
+    notebook.page.keyboard.press("Space")
+    expect(state).to_have_attribute("data-state", "persistent")
+
+    moment = card.locator(".sv-moment")
+    card.get_by_role("button", name="now", exact=True).focus()
+    notebook.page.keyboard.press("Space")
+    expect(moment, "the switch shows the present").to_have_attribute("data-live", "true")
+    expect(state).to_have_attribute("data-state", "detached")
+    card.get_by_role("button", name="this cell", exact=True).focus()
+    notebook.page.keyboard.press("Space")
+    expect(moment, "and back to the cell's moment").to_have_attribute("data-live", "false")
+    assert notebook.errors == []
+
+
 def _text(text: str | None) -> str:
     return " ".join((text or "").split())
 

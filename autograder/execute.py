@@ -70,6 +70,9 @@ class GuardedExecute(Execute):
     output_limit_bytes = Integer(1_000_000, help="Bytes of output one cell may keep.").tag(
         config=True
     )
+    notebook_output_limit_bytes = Integer(
+        20_000_000, help="Bytes of output all the cells of a notebook may keep together."
+    ).tag(config=True)
     notebook_timeout = Integer(
         600, help="Seconds of wall-clock time a whole notebook may run (all its cells)."
     ).tag(config=True)
@@ -82,6 +85,7 @@ class GuardedExecute(Execute):
         self._deadline: float | None = None  # set when the first cell starts
         self._cell_bytes: dict[int, int] = {}
         self._truncated: set[int] = set()
+        self._kept_bytes = 0  # output bytes kept in the whole notebook
         try:
             return super().preprocess(nb, resources, km)
         except Exception as error:  # the kernel could not start or stop cleanly
@@ -131,7 +135,10 @@ class GuardedExecute(Execute):
         if index in self._truncated:
             note = f"[output cut at {self.output_limit_bytes} bytes]\n"
             cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=note))
-            self.problems.append(f"{label}: output cut at {self.output_limit_bytes} bytes")
+            self.problems.append(
+                f"{label}: output cut at {self.output_limit_bytes} bytes for the cell, "
+                f"{self.notebook_output_limit_bytes} for the notebook"
+            )
         if tampering:
             cell.outputs.append(withheld_output(tampering))
             shown = "; ".join(tampering[:5]) + ("; ..." if len(tampering) > 5 else "")
@@ -151,13 +158,15 @@ class GuardedExecute(Execute):
 
     def output(self, outs, msg, display_id, cell_index):  # noqa: D102 - nbclient's signature
         size = len(str(msg["content"]))
+        limit = self.notebook_output_limit_bytes
         used = self._cell_bytes.get(cell_index, 0) + size
         self._cell_bytes[cell_index] = used
         if msg["msg_type"] == "error":
             msg["content"]["traceback"] = clip_lines(msg["content"]["traceback"], 20_000)
-        elif used > self.output_limit_bytes:
+        elif used > self.output_limit_bytes or self._kept_bytes + size > limit:
             self._truncated.add(cell_index)
             return None
+        self._kept_bytes += size
         return super().output(outs, msg, display_id, cell_index)
 
     def _start_clocks(self) -> None:
@@ -356,7 +365,8 @@ class NotebookRunner:
         slot = self._take_slot(kernel_name)
         if self.prefetch:
             self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
-        watch = KernelWatch(slot.cgroup, slot.workdir, self.policy.disk_bytes, slot.kill)
+        # the whole folder: the kernel can write into its runtime folder too (the ipc sockets')
+        watch = KernelWatch(slot.cgroup, slot.folder, self.policy.disk_bytes, slot.kill)
         executor = GuardedExecute(config=self.config, kernel_watch=watch)
         folder = Path(workdir)
         notebooks: list[str] = []  # the grader writes the graded notebook, not the kernel

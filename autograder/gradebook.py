@@ -239,8 +239,10 @@ class GradebookWriter:
 
     def _read(self, path: Path, name: str, problems: list[str]) -> NotebookNode | None:
         try:
+            if (size := path.stat(follow_symlinks=False).st_size) > self.disk_bytes:
+                raise ValueError(f"too large: {size} bytes, past --disk-mb")
             text = read_file_no_follow(path, self.course.root).decode("utf-8")
-            nb = nbformat.reads(text, as_version=nbformat.NO_CONVERT)
+            nb = nbformat.reads(text, as_version=4)  # an older format is converted
             nbformat.validate(nb)
         except Exception as error:
             first_line = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -9,8 +9,11 @@ display, `AssertionError`. The grader checks from outside the student's code:
 1. Before the first cell runs, `KernelGuard.install` sends (as a silent request the student's
    hooks do not see) `GUARD_SOURCE`: it takes a snapshot of that machinery (the objects
    themselves, compared later with `is`, and fingerprints of the checking helpers' code), a
-   secret key, an audit hook (which sees every `sys.settrace`/`sys.setprofile`, and cannot be
-   removed) and stores one function under a random name in `builtins`.
+   secret key, an audit hook (which sees every `sys.settrace`/`sys.setprofile` and every
+   audit hook added later, which could act at the start of each test cell and undo itself
+   before each probe; it cannot be removed) and stores one function under a random name in
+   `builtins`. The notebook's namespace and its `__builtins__` (which decides what `import`
+   returns in a test cell) are part of the snapshot.
 2. Just before and just after each test cell, `KernelGuard.probe` asks that function, again
    by a silent request, to compare the machinery with the snapshot. Its answer is signed with
    the key (HMAC-SHA256), so a patched kernel cannot answer "intact" in its place.
@@ -101,7 +104,7 @@ def _course_grade_install(name, key, watched, expected_files):
     is_function, is_class, is_module = inspect.isfunction, inspect.isclass, inspect.ismodule
     source_loader = importlib.machinery.SourceFileLoader
     modules, meta_path, path_hooks = dict(sys.modules), list(sys.meta_path), list(sys.path_hooks)
-    audited, finished = [], set()
+    audited, hooked, finished = [], [], set()
     method = types.MethodType
 
     function = types.FunctionType
@@ -125,6 +128,8 @@ def _course_grade_install(name, key, watched, expected_files):
     def audit(event, _args):
         if event in ("sys.settrace", "sys.setprofile"):
             audited.append(event)
+        elif event == "sys.addaudithook":  # a hook stays: it can act in every later cell
+            hooked.append(event)
 
     def code_print(code):
         parts = [code.co_code, code.co_names, code.co_varnames]
@@ -162,6 +167,7 @@ def _course_grade_install(name, key, watched, expected_files):
     for value in objects.values():
         for base in type(value).__mro__[:-1]:
             classes[f"{base.__module__}.{base.__qualname__}"] = base
+    namespace = (shell.user_ns, shell.user_module, shell.user_ns.get("__builtins__"))
     lists = {
         "input_transformers_cleanup": lambda: shell.input_transformers_cleanup,
         "input_transformers_post": lambda: shell.input_transformers_post,
@@ -230,7 +236,10 @@ def _course_grade_install(name, key, watched, expected_files):
                     found.append(f"autograder.checks.{key} changed")
             elif not (is_class(value) and value.__module__ == checks.__name__):
                 found.append(f"autograder.checks.{key} added")
-        found += [f"{event} called" for event in audited]
+        now = (shell.user_ns, shell.user_module, namespace[0].get("__builtins__"))
+        if any(a is not b for a, b in zip(now, namespace)):
+            found.append("the notebook's namespace or its __builtins__ replaced")
+        found += [f"{event} called" for event in audited + hooked[:1]]
         audited.clear()
         return list(dict.fromkeys(found))
 

@@ -29,12 +29,13 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.converters import Autograde
-from nbgrader.preprocessors import ClearHiddenTests, Execute
+from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
 from sqlalchemy.exc import SAWarning
 
 from autograder.course import Course, GradingRecord, Submission
 from autograder.duplicates import ResolveCellCopies
 from autograder.execute import ExecutionResult
+from autograder.missing_cells import RestoreMissingCells
 from autograder.safe_files import (
     UnsafePath,
     copy_regular_files,
@@ -78,7 +79,10 @@ class GradebookWriter:
         self.disk_bytes = disk_bytes
         autograde = Autograde(coursedir=course.coursedir, config=course.config)
         self.exclude_overwriting = autograde.exclude_overwriting
-        self.sanitizers = [pp(config=course.config) for pp in autograde.sanitize_preprocessors]
+        self.sanitizers = [
+            (RestoreMissingCells if pp is OverwriteCells else pp)(config=course.config)
+            for pp in autograde.sanitize_preprocessors
+        ]
         self.graders = [
             pp(config=course.config)
             for pp in autograde.autograde_preprocessors

@@ -109,6 +109,27 @@ def chatty_reason(cell: int) -> str:
     )
 
 
+def stripped(course) -> nbformat.NotebookNode:
+    """A solved notebook whose cells lost their metadata (an editor that drops it)."""
+    nb = solved(course)
+    for cell in nb.cells:
+        cell.metadata = {}
+    return nb
+
+
+def answer_rewritten(course) -> nbformat.NotebookNode:
+    """The mul answer cell and its test deleted, the answer written in a new cell instead."""
+    nb = solved(course)
+    ids = [cell.metadata["nbgrader"]["grade_id"] for cell in nb.cells]
+    nb.cells[ids.index("mul")] = nbformat.v4.new_code_cell(CORRECT)
+    del nb.cells[ids.index("test_mul")]
+    return nb
+
+
+def restored(*cells: str) -> list[str]:
+    return [f"hw.ipynb test cell {cell} was deleted (restored from source/)" for cell in cells]
+
+
 # student: (the submission, expected scores, expected problems)
 STUDENTS = {
     "honest": (lambda course: solved(course), FULL, []),
@@ -145,6 +166,9 @@ STUDENTS = {
         None,  # the reason names the file's size: see its own test
     ),
     "chatty": (chatty, FULL, [chatty_reason(10), chatty_reason(11)]),
+    # nbgrader's OverwriteCells failed (KeyError) on both: every cell scored 0
+    "stripped": (stripped, FULL, restored("test_add", "test_mul", "test_checked")),
+    "answer-rewritten": (answer_rewritten, FULL, restored("test_mul")),
 }
 
 

@@ -214,7 +214,10 @@ def _wait_for_saved_widget_state(path: Path, timeout: float = 30) -> nbformat.No
     """The notebook as saved on disk, once it holds the widget state JupyterLab saves with it."""
     deadline = time.monotonic() + timeout
     while True:
-        saved = nbformat.read(path, as_version=4)
+        try:
+            saved = nbformat.read(path, as_version=4)
+        except nbformat.reader.NotJSONError:  # caught while the server writes it
+            saved = nbformat.v4.new_notebook()
         if WIDGET_STATE in saved.metadata.get("widgets", {}):
             return saved
         if time.monotonic() > deadline:

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zmq
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Any, List, Unicode
 
@@ -49,6 +51,7 @@ ETC_FILES = (
     "timezone",
 )
 SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_MESSAGE_BYTES = 256 * 1024**2  # one message from a kernel (a cell keeps far less)
 CPU_BACKSTOP_SECONDS = 10  # per-process CPU limit past the cgroup's, when a cgroup holds it
 
 
@@ -224,6 +227,13 @@ class SandboxedKernelManager(AsyncKernelManager):
         kwargs.setdefault("stdout", subprocess.DEVNULL)
         kwargs.setdefault("stderr", subprocess.DEVNULL)
         await super().start_kernel(**kwargs)
+
+    def client(self, **kwargs: object) -> AsyncKernelClient:
+        """A client whose sockets refuse a message past MAX_MESSAGE_BYTES (a kernel that sends
+        one is disconnected), so that no single message fills the grader's memory."""
+        client = super().client(**kwargs)
+        client.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return client
 
     async def interrupt_kernel(self) -> None:
         """Interrupt by message: a SIGINT would stop bubblewrap, which forwards no signals."""

@@ -77,6 +77,14 @@ RUNTIME_FILLER = (
     "    (runtime / f'fill{i}').write_bytes(bytes(1024**2) + b'x')\n"
 )
 
+# one 300 MB message on iopub: the worker held three times that in memory before cutting it
+BIG_MESSAGE = (
+    "kernel = get_ipython().kernel\n"
+    'body = b\'{"name": "stdout", "text": "\' + b\'x\' * 300_000_000 + b\'"}\'\n'
+    "kernel.session.send(kernel.iopub_socket, 'stream', content=body, "
+    "parent=kernel.get_parent('shell'))\n"
+)
+
 
 def withheld(cell: str, reason: str) -> str:
     return f"hw.ipynb {cell}: points withheld, the test machinery changed: {reason}"
@@ -157,6 +165,14 @@ STUDENTS = {
         [
             f"hw.ipynb cell 4 (mul): the kernel wrote more than {2 * DISK_MB} MB into its "
             "folder; the kernel was stopped and later cells scored 0"
+        ],
+    ),
+    "big-message": (
+        lambda course: solved(course, mul=BIG_MESSAGE + CORRECT),
+        ADD_ONLY,
+        [
+            "hw.ipynb cell 4 (mul): timed out after 3 s and ignored the interrupt; "
+            "the kernel was stopped and later cells scored 0"
         ],
     ),
     "older-format": (older_format, FULL, []),

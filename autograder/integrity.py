@@ -13,7 +13,9 @@ display, `AssertionError`. The grader checks from outside the student's code:
    audit hook added later, which could act at the start of each test cell and undo itself
    before each probe; it cannot be removed) and stores one function under a random name in
    `builtins`. The notebook's namespace and its `__builtins__` (which decides what `import`
-   returns in a test cell) are part of the snapshot.
+   returns in a test cell) are part of the snapshot, and so are the kernel's receivers (its
+   shell and control streams, the shell channel thread, the event loops), whose callbacks see
+   every request before it runs.
 2. Just before and just after each test cell, `KernelGuard.probe` asks that function, again
    by a silent request, to compare the machinery with the snapshot. Its answer is signed with
    the key (HMAC-SHA256), so a patched kernel cannot answer "intact" in its place.
@@ -164,6 +166,17 @@ def _course_grade_install(name, key, watched, expected_files):
         "stdout": sys.stdout,
         "stderr": sys.stderr,
     }
+    # what receives each request before any cell runs (a wrapper there sees every test cell)
+    kernel, thread = shell.kernel, getattr(shell.kernel, "shell_channel_thread", None)
+    receivers = {
+        "shell_stream": kernel.shell_stream,
+        "control_stream": getattr(kernel, "control_stream", None),
+        "shell_channel_thread": thread,
+        "shell_channel_manager": getattr(thread, "manager", None),
+        "io_loop": kernel.io_loop,
+        "asyncio_loop": getattr(kernel.io_loop, "asyncio_loop", None),
+    }
+    objects.update({label: value for label, value in receivers.items() if value is not None})
     for value in objects.values():
         for base in type(value).__mro__[:-1]:
             classes[f"{base.__module__}.{base.__qualname__}"] = base

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 from test_grading_helpers import (
+    ADD_ONLY,
     ASSIGNMENT,
+    COMMAND,
+    FULL,
     HIDDEN_LINE,
+    NOTHING,
     answer,
     copy_course,
     gradebook_rows,
@@ -26,11 +30,6 @@ from test_grading_helpers import (
 )
 
 from autograder.cli import main
-
-COMMAND = str(Path(sys.executable).parent / "course-grade")
-FULL = {"test_add": 2.0, "test_mul": 3.0}
-ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
-NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 
 # student: (answer to the `mul` cell or a special case, expected scores, expected reason)
 CASES = {

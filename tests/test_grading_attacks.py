@@ -10,15 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import test_grading_helpers as helpers
-from test_grading_helpers import make_course, record, scores, solved, submit
+from test_grading_helpers import COMMAND, make_course, record, scores, solved, submit
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
 CHECKED = (
     "import importlib\n"
     "import autograder.checks\n"

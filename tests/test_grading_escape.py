@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from test_grading_helpers import (
+    ADD_ONLY,
     ASSIGNMENT,
+    COMMAND,
+    FULL,
+    NOTHING,
     changed_paths,
     make_course,
     record,
@@ -30,11 +33,7 @@ from test_grading_helpers import (
 from autograder.cgroups import find_hierarchy
 from autograder.course import Course
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
 SECRET_NAME = "COURSE_GRADE_TEST_SECRET"
-FULL = {"test_add": 2.0, "test_mul": 3.0}
-ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
-NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 MUL = "def mul(a, b):\n    return a * b\n"
 MEMORY_MB, PROCESSES, CPU_SECONDS, DISK_MB, CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 1200, 64, 2, 8, 4, 5
 OPTIONS = [

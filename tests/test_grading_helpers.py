@@ -25,6 +25,11 @@ TEST_MUL = (
     f"### BEGIN HIDDEN TESTS\n{HIDDEN_LINE}\n### END HIDDEN TESTS"
 )
 POINTS = {"test_add": 2, "test_mul": 3}
+# The grading command of this environment, and the scores of the synthetic assignment's test cells.
+COMMAND = str(Path(sys.executable).parent / "course-grade")
+FULL = {"test_add": 2.0, "test_mul": 3.0}
+ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
+NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 
 CONFIG = """c = get_config()
 c.CourseDirectory.course_id = "grading-test"

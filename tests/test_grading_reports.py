@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +15,11 @@ import pytest
 from nbgrader.api import Gradebook
 from rich.console import Console
 from test_grading_helpers import (
+    ADD_ONLY,
     ASSIGNMENT,
+    COMMAND,
+    FULL,
+    NOTHING,
     changed_paths,
     gradebook_rows,
     make_course,
@@ -32,10 +35,6 @@ from autograder.course import BrokenRecord, Course, GradingRecord, Submission
 from autograder.report import ClassReport
 from autograder.submissions import unpack_lms_zip
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
-FULL = {"test_add": 2.0, "test_mul": 3.0}
-ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
-NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 WRONG_MUL = "def mul(a, b):\n    return 0"
 GARBLED = "[/] [bold red]<script>x</script>"  # quoted whole in the reason (under 80 characters)
 # rich markup, HTML, a terminal escape sequence and an emoji code, in a file name

@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from test_grading_helpers import ASSIGNMENT, gradebook_rows, make_course, scores, solved, submit
+from test_grading_helpers import (
+    ASSIGNMENT,
+    COMMAND,
+    gradebook_rows,
+    make_course,
+    scores,
+    solved,
+    submit,
+)
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
 STUDENTS = [f"student{number}" for number in range(6)]
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import copy
 import sqlite3
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import nbformat
 import pytest
 from test_grading_helpers import (
+    ADD_ONLY,
+    COMMAND,
+    FULL,
     HIDDEN_LINE,
+    NOTHING,
     make_course,
     record,
     scores,
@@ -30,10 +32,6 @@ import autograder
 from autograder import checks, feedback
 from autograder.integrity import WITHHELD_MESSAGE
 
-COMMAND = str(Path(sys.executable).parent / "course-grade")
-FULL = {"test_add": 2.0, "test_mul": 3.0}
-ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
-NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 CORRECT = "\ndef mul(a, b):\n    return a * b\n"
 WRONG = "\ndef mul(a, b):\n    return 0\n"
 WITHHELD = "hw.ipynb cell 5 (test_mul): points withheld, the test machinery changed: "

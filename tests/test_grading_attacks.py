@@ -8,14 +8,22 @@ with a small disk budget and notebook output limit; every test reads its results
 from __future__ import annotations
 
 import base64
-import hashlib
 import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 import test_grading_helpers as helpers
-from test_grading_helpers import COMMAND, make_course, record, scores, solved, submit
+from test_grading_helpers import (
+    COMMAND,
+    changed_outside_grader_outputs,
+    make_course,
+    record,
+    scores,
+    solved,
+    submit,
+    tree_digest,
+)
 
 CHECKED = (
     "import importlib\n"
@@ -232,25 +240,6 @@ def course_with_checked_test(root: Path):
         helpers.source_notebook = plain
 
 
-def tree_hashes(root: Path, outputs: tuple[str, ...]) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file() and path.relative_to(root).parts[0] not in outputs
-    }
-
-
-GRADER_OUTPUTS = (
-    "autograded",
-    "feedback",
-    ".course-grade",
-    "gradebook.db",
-    "grades.csv",
-    "grading-report.html",
-    "grading-report.csv",
-)
-
-
 @pytest.fixture(scope="class")
 def graded(tmp_path_factory):
     """Every student of STUDENTS graded by one course-grade run."""
@@ -259,7 +248,7 @@ def graded(tmp_path_factory):
         config.write(f"c.GuardedExecute.notebook_output_limit_bytes = {NOTEBOOK_OUTPUT_BYTES}\n")
     for student, (make, _, _) in STUDENTS.items():
         submit(course, student, make(course))
-    before = tree_hashes(course.root, GRADER_OUTPUTS)
+    before = tree_digest(course.root)
     result = subprocess.run(
         [COMMAND, "grade", "--jobs", "2", "--disk-mb", str(DISK_MB)],
         cwd=course.root,
@@ -299,4 +288,4 @@ class TestMoreAttacks:
 
     def test_nothing_outside_the_graders_outputs_changed(self, graded):
         course, before = graded
-        assert tree_hashes(course.root, GRADER_OUTPUTS) == before
+        assert changed_outside_grader_outputs(before, tree_digest(course.root)) == set()

@@ -169,3 +169,15 @@ def tree_digest(root: Path) -> dict[str, str]:
 def changed_paths(before: dict[str, str], after: dict[str, str]) -> set[str]:
     """Paths added, removed or changed between two tree digests."""
     return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+
+
+# What course-grade writes in a course folder; nothing else may change when it grades.
+GRADER_OUTPUTS = (
+    "autograded/", "feedback/", ".course-grade/", "gradebook.db", "grades.csv",
+    "grading-report.html", "grading-report.csv",
+)  # fmt: skip
+
+
+def changed_outside_grader_outputs(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """Paths changed between two tree digests that course-grade has no business writing."""
+    return {path for path in changed_paths(before, after) if not path.startswith(GRADER_OUTPUTS)}

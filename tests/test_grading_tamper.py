@@ -21,11 +21,13 @@ from test_grading_helpers import (
     FULL,
     HIDDEN_LINE,
     NOTHING,
+    changed_outside_grader_outputs,
     make_course,
     record,
     scores,
     solved,
     submit,
+    tree_digest,
 )
 
 import autograder
@@ -248,6 +250,7 @@ def graded(tmp_path_factory):
     submit(course, CONFIGURER, solved(course, mul=WRONG))
     for name in ("ipython_config.py", "ipython_kernel_config.py"):
         (course.root / "submitted" / CONFIGURER / "hw" / name).write_text(HIDING_CONFIG)
+    course.digest_before_grading = tree_digest(course.root)
     result = subprocess.run(
         [COMMAND, "grade", "--jobs", "2"],
         cwd=course.root,
@@ -260,6 +263,10 @@ def graded(tmp_path_factory):
 
 
 class TestAdversarialStudents:
+    def test_nothing_outside_the_graders_outputs_changed(self, graded):
+        after = tree_digest(graded.root)
+        assert changed_outside_grader_outputs(graded.digest_before_grading, after) == set()
+
     def test_every_student_gets_exactly_the_points_of_honest_untampered_answers(self, graded):
         expected = {student: cells for student, (_, cells, _) in ATTACKS.items()}
         expected |= {student: FULL for student in COPIES}

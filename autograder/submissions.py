@@ -26,9 +26,16 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from nbgrader.apps import NbGraderAPI
+from nbgrader.exchange.default.collect import ExchangeCollect
+from traitlets.config import Config
 
 from autograder.course import TIMESTAMP_FILE, Course, Submission
-from autograder.safe_files import CREATE_FLAGS, open_folder, write_file_no_follow
+from autograder.safe_files import (
+    CREATE_FLAGS,
+    copy_regular_files,
+    open_folder,
+    write_file_no_follow,
+)
 
 # Canvas: "doejane_12345_67890_crud.ipynb" (login, user id, file id, file name), with "LATE_"
 # after the login when Canvas counts it late, and "-1" before the extension for a resubmission.
@@ -69,9 +76,31 @@ def submitted_root(course: Course) -> Path:
     return Path(course.coursedir.format_path(course.coursedir.submitted_directory, ".", "."))
 
 
+class LinkRefusingCollect(ExchangeCollect):
+    """nbgrader's collect, copying only regular files: a link a student put in the exchange (to
+    an instructor's file, say) is never followed; each file left out is logged with its reason."""
+
+    def do_copy(self, src: str, dest: str, log: object = None) -> None:  # noqa: D102
+        ignored = [*self.coursedir.ignore]
+        limit = 1000 * self.coursedir.max_dir_size
+        source, destination = Path(src), Path(dest)
+        with (
+            open_folder(source, source.parent) as from_folder,
+            open_folder(destination, Path(self.coursedir.root), create=True) as to_folder,
+        ):
+            refused = copy_regular_files(
+                from_folder, to_folder, limit,
+                skip=lambda path: any(fnmatch(part, p) for part in path.parts for p in ignored),
+            )  # fmt: skip
+        for reason in refused:
+            self.log.warning("%s: %s", source.name, reason)
+
+
 def collect_exchange(course: Course, assignment: str) -> None:
     """Copy the newest submission of each student from the exchange inbound (nbgrader collect)."""
-    api = NbGraderAPI(course.coursedir, config=course.config)
+    config = Config(course.config)
+    config.ExchangeFactory.collect = LinkRefusingCollect
+    api = NbGraderAPI(course.coursedir, config=config)
     result = api.collect(assignment, update=True)
     if not result["success"]:
         raise SubmissionsError(f"nbgrader could not collect '{assignment}': {result['error']}")

@@ -265,3 +265,23 @@ def test_the_newest_exchange_submission_is_collected(course):
     )
     collected = course.root / "submitted" / "eve" / ASSIGNMENT
     assert (collected / "hw.ipynb").read_text() == "new"
+
+
+def test_a_link_in_the_exchange_is_never_followed(course, tmp_path):
+    """A student's inbound folder linking to an instructor's file: the rest is collected, the
+    link's target is not copied into submitted/."""
+    secret = tmp_path / "instructor-secret.txt"
+    secret.write_text("the instructor's secret")
+    stamp = "2026-11-20 09:00:00.000000 UTC"
+    inbound = course.root / "exchange" / course.coursedir.course_id / "inbound"
+    folder = inbound / f"mallory+{ASSIGNMENT}+{stamp}+abc"
+    folder.mkdir(parents=True)
+    (folder / "hw.ipynb").write_text("answers")
+    (folder / "timestamp.txt").write_text(stamp)
+    (folder / "notes.txt").symlink_to(secret)
+    command = ["collect", "--course-dir", str(course.root), "--assignment", ASSIGNMENT]
+    assert main([*command, "--exchange"]) == 0
+    collected = course.root / "submitted" / "mallory" / ASSIGNMENT
+    assert (collected / "hw.ipynb").read_text() == "answers"
+    assert not (collected / "notes.txt").exists()
+    assert all("secret" not in path.read_text() for path in collected.rglob("*") if path.is_file())

@@ -7,11 +7,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$")
+REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(.*)$")
 
 
 def _normalise(requirement: str) -> tuple[str, str]:
-    """Split 'Name>=1,<2' into ('name', '>=1,<2'), ignoring case and spaces."""
+    """Split 'Name[extra]>=1,<2' into ('name', '>=1,<2'), ignoring extras, case and spaces."""
     match = REQUIREMENT.match(requirement)
     assert match, f"cannot read the requirement {requirement!r}"
     name, bounds = match.groups()

@@ -251,3 +251,13 @@ def check_predictions(predictions: object, steps: range) -> None:
             f"the state of ada after step {step}, `{code}`",
             why,
         )
+
+
+def outcome(call: Callable[[], Any]) -> tuple[Any, Exception | None]:
+    """``(call(), None)``, or ``(None, error)`` when ``call()`` raises: a test then explains the
+    error with one check per misunderstanding, outside any ``except`` block (so no traceback of
+    the student's code is chained before the teaching message)."""
+    try:
+        return call(), None
+    except Exception as error:  # noqa: BLE001 - the test explains whatever was raised
+        return None, error

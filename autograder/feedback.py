@@ -101,10 +101,8 @@ def _misunderstanding_argument(call: ast.Call) -> set[str]:
 
 @functools.cache
 def checks_messages() -> frozenset[str]:
-    """The teaching messages `autograder.checks` itself raises (its own checks', and the
-    explanations of the predicted steps)."""
-    own = message_arguments(Path(checks.__file__).read_text())
-    return frozenset(own | {why for _code, why in checks.STATE_SCRIPT})
+    """The teaching messages `autograder.checks` itself raises."""
+    return frozenset(message_arguments(Path(checks.__file__).read_text()))
 
 
 def shown_message(error: dict, allowed: set[str]) -> str:

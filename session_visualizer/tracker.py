@@ -13,6 +13,9 @@ the next call in that thread, the end of the transaction, or until someone reads
 (``settle()``). Changes made between calls (an attribute assigned) become a step when
 ``catch_up()`` is called (at the end of a notebook cell, say).
 
+An AsyncSession does its work in the Session it wraps, so its calls are recorded there; asyncio
+tasks interleave their calls in one thread, so a running call's step is kept per task.
+
 Event handlers never load an attribute (they read ``InstanceState`` only); objects are held
 weakly; per-thread bookkeeping lives in ``threading.local`` and the history behind a lock. The
 tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
@@ -20,6 +23,7 @@ tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import functools
 import os
@@ -34,6 +38,7 @@ from typing import Any
 import sqlalchemy.orm.query
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import InstanceState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
 
@@ -83,7 +88,12 @@ SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 LABEL_BUDGET = 64
 
 Listener = Callable[[Step | None], None]
-Target = Session | sessionmaker | scoped_session
+Target = (
+    Session | sessionmaker | scoped_session | AsyncSession | async_sessionmaker
+    | async_scoped_session
+)
+# Marks the private Session subclass the tracker gives an async_sessionmaker (see _method_owner).
+_PRIVATE_SYNC_CLASS = "_session_visualizer_private"
 # Frames of these files lead from a user's call to Session.execute(): SQLAlchemy's and ours.
 _LIBRARIES = (os.path.dirname(sqlalchemy.__file__), __file__)
 _QUERY_FILE = sqlalchemy.orm.query.__file__
@@ -177,7 +187,8 @@ class _SessionMembers:
 
 class SessionTracker:
     """Record the history of the sessions of one or more targets: a Session, a sessionmaker,
-    a scoped_session.
+    a scoped_session, or their asyncio versions (AsyncSession, async_sessionmaker,
+    async_scoped_session), whose work is done by the Session each AsyncSession wraps.
 
     The hooks it needs are shared with the other trackers of the same targets and hold it weakly:
     it records while something references it (a variable, a widget), and ``detach()`` stops it
@@ -186,6 +197,8 @@ class SessionTracker:
 
     def __init__(self, target: Target, *more_targets: Target) -> None:
         self._lock = threading.RLock()
+        # per thread: the open step outside any call (``builder``) and the steps of the calls
+        # running (``calls``, by asyncio task: tasks of one thread interleave their calls)
         self._local = threading.local()
         self._history: list[Step] = []
         self._records: dict[int, _Record] = {}  # by id(obj), only while the object lives
@@ -198,7 +211,8 @@ class SessionTracker:
             self.follow(followed)
 
     def follow(self, target: Target) -> None:
-        """Record the sessions of one more Session, sessionmaker or scoped_session too.
+        """Record the sessions of one more target (a Session, a sessionmaker, a scoped_session
+        or their asyncio versions) too.
 
         (Follow a sessionmaker before any of its sessions: a session followed on its own, then
         its factory, would have its events recorded twice.)
@@ -209,8 +223,8 @@ class SessionTracker:
             followed = {id(hub.owner) for hub in self._hubs}
             if not followed & {id(owner), id(type(owner))}:
                 self._hubs.append(_Hub.join(owner, self))
-        if isinstance(target, Session):
-            for obj in list(target.new) + list(target.identity_map.values()):
+        if isinstance(owner, Session):
+            for obj in list(owner.new) + list(owner.identity_map.values()):
                 self.watch(obj)
 
     # ----------------------------------------------------------------- reading
@@ -278,11 +292,8 @@ class SessionTracker:
             sessions = [members.session() for members in self._sessions.values()
                         if members.thread == thread]
         for session in sessions:
-            if session is not None and self._depth() == 0:
-                self._local.builder = _StepBuilder(
-                    call=BETWEEN_CALLS, session=session, name=BETWEEN_CALLS
-                )
-                self._finish()
+            if session is not None and self._call_builder() is None:
+                self._finish(_StepBuilder(call=BETWEEN_CALLS, session=session, name=BETWEEN_CALLS))
 
     def snapshot_of(self, key: int) -> ObjectSnapshot:
         """An object's latest snapshot, by its tracker key (state ``gone`` once collected)."""
@@ -427,9 +438,9 @@ class SessionTracker:
                 self._listeners.remove(listener)
 
     def settle(self) -> None:
-        """Close this thread's open step, if no call is running in this thread."""
-        if getattr(self._local, "builder", None) is not None and self._depth() == 0:
-            self._finish()
+        """Close this thread's open step, if no call is running in this thread (or task)."""
+        if getattr(self._local, "builder", None) is not None and self._call_builder() is None:
+            self._finish_open_step()
 
     def detach(self) -> None:
         """Stop recording. The last tracker to leave a target removes its wrapper and listeners,
@@ -443,46 +454,63 @@ class SessionTracker:
     # ----------------------------------------------------------------- calls (from _Hub)
     def _call_started(self, name: str, session: Session, kwargs: dict[str, Any]) -> bool:
         """A tracked call begins: start or continue a step; False for a call inside another."""
-        local = self._local
-        if getattr(local, "depth", 0):
+        calls = self._calls()
+        task = _current_task()
+        if task in calls:
             return False
+        local = self._local
         builder = getattr(local, "builder", None)
-        if builder is None or not builder.joins(name, session):
+        if builder is not None and builder.joins(name, session):
+            local.builder = None
+        else:
             if builder is not None:
-                self._finish()
+                self._finish_open_step()
             builder = _StepBuilder(call=_call_name(name, kwargs), session=session, name=name)
-            local.builder = builder
         builder.calls += 1
-        local.depth = 1
+        calls[task] = builder
         return True
 
     def _call_failed(self, error: BaseException) -> None:
-        self._local.builder.error = type(error).__name__
+        self._calls()[_current_task()].error = type(error).__name__
 
     def _call_returned(self, name: str) -> None:
         """Close the call's step, or keep it open for rows still to load or the same call again."""
-        local = self._local
-        local.depth = 0
-        builder = local.builder
+        builder = self._calls().pop(_current_task())
         if builder.error is None and name in LINGERING_CALLS:
+            if getattr(self._local, "builder", None) is not None:
+                self._finish_open_step()  # another task's step, left open meanwhile
+            self._local.builder = builder
             if not builder.lingering:
                 builder.lingering = True
                 self._notify(None)
             return
         if name in ("close", "reset"):
             builder.mark("close")
-        self._finish()
+        self._finish(builder)
 
-    def _depth(self) -> int:
-        return getattr(self._local, "depth", 0)
+    def _calls(self) -> dict[asyncio.Task | None, _StepBuilder]:
+        """The steps of this thread's running calls, by asyncio task (None outside asyncio)."""
+        calls = getattr(self._local, "calls", None)
+        if calls is None:
+            calls = self._local.calls = {}
+        return calls
+
+    def _call_builder(self) -> _StepBuilder | None:
+        """The step of the call running in this thread (and asyncio task), if any."""
+        calls = getattr(self._local, "calls", None)
+        return calls.get(_current_task()) if calls else None
 
     # ----------------------------------------------------------------- event handlers
     def _builder(self, session: Session | None, first_event: str) -> _StepBuilder:
-        """This thread's open step; outside any call, maybe a new step named ``first_event``."""
+        """The running call's step; outside any call, this thread's open step, or a new step
+        named ``first_event``."""
+        builder = self._call_builder()
+        if builder is not None:
+            return builder
         local = self._local
         builder = getattr(local, "builder", None)
-        if builder is not None and self._depth() == 0 and not builder.accepts(first_event):
-            self._finish()
+        if builder is not None and not builder.accepts(first_event):
+            self._finish_open_step()
             builder = None
         if builder is None:
             builder = _StepBuilder(call=first_event, session=session, lingering=True)
@@ -497,10 +525,7 @@ class SessionTracker:
         record = self._records.get(id(obj))
         if record is None or record() is not obj:
             record = self._record_for(obj)
-        local = self._local
-        builder = getattr(local, "builder", None)
-        if builder is None or not getattr(local, "depth", 0):
-            builder = self._builder(session, "load" if name == "loaded_as_persistent" else name)
+        builder = self._builder(session, "load" if name == "loaded_as_persistent" else name)
         builder.transition_records.append(record)
         builder.transition_events.append(name)
         builder.touched[record.key] = record
@@ -513,7 +538,7 @@ class SessionTracker:
         self._builder(session, "begin").mark("begin")
 
     def _on_sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        builder = getattr(self._local, "builder", None)
+        builder = self._call_builder() or getattr(self._local, "builder", None)
         if builder is not None:
             builder.sql.append(statement)
 
@@ -603,10 +628,13 @@ class SessionTracker:
                     candidates[record.key] = record
         return [candidates[key] for key in sorted(candidates)]
 
-    def _finish(self) -> None:
-        """Close this thread's step: read what changed, append the step, notify listeners."""
-        builder: _StepBuilder = self._local.builder
-        self._local.builder = None
+    def _finish_open_step(self) -> None:
+        """Close this thread's step open outside any call."""
+        builder, self._local.builder = self._local.builder, None
+        self._finish(builder)
+
+    def _finish(self, builder: _StepBuilder) -> None:
+        """Close a step: read what changed, append the step, notify listeners."""
         session = builder.session
         session_key = None if session is None else session.hash_key
         with self._lock:
@@ -816,6 +844,16 @@ class _Hub:
         return call
 
 
+def _current_task() -> asyncio.Task | None:
+    """The asyncio task running in this thread, if any: the key of its running calls.
+
+    An AsyncSession runs each call of its Session in a greenlet of the task that awaits it, so
+    a call's events arrive in that task.
+    """
+    loop = asyncio._get_running_loop()  # None outside asyncio, where current_task() would raise
+    return None if loop is None else asyncio.current_task(loop)
+
+
 def _forget(record: _Record) -> None:
     """The object was garbage-collected: its id may now be reused by another object."""
     record.gone_from = len(record.history)
@@ -883,19 +921,42 @@ def _deleted_ids(session: Session | None) -> set[int]:
 
 
 def _method_owner(target: object) -> Session | type[Session]:
-    """Where to wrap the calls and listen: the Session, or a sessionmaker's private class."""
-    if isinstance(target, scoped_session):
+    """Where to wrap the calls and listen: the Session, or a (sync) factory's private class.
+
+    An AsyncSession runs every call in the Session it wraps (``sync_session``), so that is where
+    its calls are wrapped; an async_sessionmaker is given a private Session class.
+    """
+    if isinstance(target, (scoped_session, async_scoped_session)):
         target = target.session_factory
     if isinstance(target, sessionmaker):
         # sessionmaker makes a private subclass of its class for itself: wrapping its methods
         # affects only this factory's sessions.
         return target.class_
+    if isinstance(target, async_sessionmaker):
+        return _private_sync_class(target)
+    if isinstance(target, AsyncSession):
+        return target.sync_session
     if isinstance(target, Session):
         return target
     raise TypeError(
-        "SessionTracker needs a Session instance, a sessionmaker or a scoped_session, "
-        f"not {type(target).__name__}"
+        "SessionTracker needs a Session, a sessionmaker or a scoped_session (or an AsyncSession,"
+        f" an async_sessionmaker or an async_scoped_session), not {type(target).__name__}"
     )
+
+
+def _private_sync_class(factory: async_sessionmaker) -> type[Session]:
+    """The Session class of ``factory``'s sessions, made private to it on first use.
+
+    An async_sessionmaker has no private class of its own (unlike sessionmaker): it is given a
+    subclass of the Session class its AsyncSessions wrap (its ``sync_session_class`` argument),
+    so that wrapping that class's methods affects only this factory's sessions.
+    """
+    base = factory.kw.get("sync_session_class") or factory.class_.sync_session_class
+    if vars(base).get(_PRIVATE_SYNC_CLASS):
+        return base
+    private = type(base.__name__, (base,), {_PRIVATE_SYNC_CLASS: True})
+    factory.kw["sync_session_class"] = private
+    return private
 
 
 def _call_name(name: str, kwargs: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ snapshots, weak references, threads, and detaching."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import weakref
@@ -10,6 +11,12 @@ import weakref
 import pytest
 from sqlalchemy import String, create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -372,7 +379,7 @@ def test_objects_without_a_repr_are_labelled_by_their_columns_not_their_address(
 
 
 def test_a_bad_target_is_refused_with_a_clear_message():
-    with pytest.raises(TypeError, match="Session instance, a sessionmaker or a scoped_session"):
+    with pytest.raises(TypeError, match="a Session, a sessionmaker or a scoped_session"):
         SessionTracker(Session)
 
 
@@ -660,3 +667,77 @@ def test_readers_before_any_step(session):
         assert tracker.last_transition_at(key, index) is None
         assert tracker.objects_at(index) == []
         assert tracker.session_snapshot_at(session, index).new == ()
+
+
+async def _async_engine():
+    """An in-memory aiosqlite database with the users table (one connection: StaticPool)."""
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    return engine
+
+
+def test_an_async_sessionmaker_is_tracked_through_the_sessions_it_wraps():
+    async def scenario() -> tuple[SessionTracker, async_sessionmaker]:
+        engine = await _async_engine()
+        factory, other = async_sessionmaker(engine), async_sessionmaker(engine)
+        tracker = SessionTracker(factory)
+        assert SessionTracker(factory) is not None  # a re-run cell: no second private class
+        mary = User(name="Mary")
+        async with factory() as session:
+            session.add(mary)
+            await session.commit()
+            assert await session.get(User, 1) is mary
+        async with other() as session:  # a factory nobody follows
+            session.add(User(name="Ann"))
+            await session.commit()
+        await engine.dispose()
+        return tracker, factory
+
+    tracker, factory = asyncio.run(scenario())
+    assert [step.call for step in tracker.history] == ["add()", "commit()", "get()", "close()"]
+    assert steps_with(tracker, "pending_to_persistent") == [("commit()", "User(id=1, name='Mary')")]
+    assert tracker.history[1].sql == ("INSERT INTO users (name) VALUES (?)",)
+    private = factory.kw["sync_session_class"]
+    assert private.__bases__ == (Session,)
+    tracker.detach()
+    assert methods_of(private) == {}
+
+
+def test_an_async_session_and_an_async_scoped_session_in_two_tasks():
+    async def scenario() -> SessionTracker:
+        engine = await _async_engine()
+        single = AsyncSession(engine)
+        registry = async_scoped_session(async_sessionmaker(engine), scopefunc=asyncio.current_task)
+        tracker = SessionTracker(single, registry)
+        users = [User(name=name) for name in ("Mary", "Ann", "Bob")]  # held: labelled when flushed
+        single.add(users[0])
+        await single.commit()
+        await single.close()
+
+        async def task(user: User) -> None:
+            registry.add(user)
+            await asyncio.sleep(0)  # the other task runs here
+            await registry.commit()
+            await registry.remove()
+
+        await asyncio.gather(task(users[1]), task(users[2]))
+        await engine.dispose()
+        return tracker
+
+    tracker = asyncio.run(scenario())
+    steps = [(step.call, step.session_label, step.transition_count) for step in tracker.history]
+    # the two tasks' calls interleave in one thread; each call is still a step of its own
+    assert steps == [
+        ("add()", "session 1", 1), ("commit()", "session 1", 1), ("close()", "session 1", 1),
+        ("add()", "session 2", 1), ("add()", "session 3", 1),
+        ("commit()", "session 2", 1), ("close()", "session 2", 1),
+        ("commit()", "session 3", 1), ("close()", "session 3", 1),
+    ]
+    assert steps_with(tracker, "pending_to_persistent") == [
+        ("commit()", "User(id=1, name='Mary')"), ("commit()", "User(id=2, name='Ann')"),
+        ("commit()", "User(id=3, name='Bob')"),
+    ]
+    assert [step.sql for step in tracker.history if step.call == "commit()"] == [
+        ("INSERT INTO users (name) VALUES (?)",)
+    ] * 3

@@ -191,12 +191,28 @@ class Step:
 
     @property
     def transitions(self) -> tuple[Transition, ...]:
-        """The lifecycle events of this step, in the order they happened."""
-        return tuple(map(Transition, *self.transition_columns))
+        """The lifecycle events of this step, in the order they happened (see ``_listed``)."""
+        return self.first_transitions(self.transition_count)
 
     def first_transitions(self, count: int) -> tuple[Transition, ...]:
         """The first ``count`` transitions (a view lists a few of a step's thousands)."""
-        return tuple(map(Transition, *(column[:count] for column in self.transition_columns)))
+        keys, labels, events = self.transition_columns
+        return tuple(Transition(keys[i], labels[i], events[i]) for i in self._listed[:count])
+
+    @functools.cached_property
+    def _listed(self) -> list[int]:
+        """The positions of the transitions in the order they are listed: as they happened,
+        except that a run of the same event (a flush making a parent and its children
+        persistent) is in tracker order. SQLAlchemy fires such a run over a set of objects,
+        whose order changes from one run of a program to the next."""
+        keys, _labels, events = self.transition_columns
+        listed: list[int] = []
+        start = 0
+        for end in range(1, len(events) + 1):
+            if end == len(events) or events[end] != events[start]:
+                listed += sorted(range(start, end), key=keys.__getitem__)
+                start = end
+        return listed
 
     @property
     def transition_count(self) -> int:

@@ -16,8 +16,15 @@ from textwrap import dedent
 import ipywidgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from sqlalchemy import String, create_engine, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -49,6 +56,29 @@ class User(Base):
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, name={self.name!r})"
+
+
+class Author(Base):
+    """A parent whose books follow it everywhere: added, deleted, merged with it."""
+
+    __tablename__ = "authors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    books: Mapped[list[Book]] = relationship(back_populates="author",
+                                             cascade="all, delete-orphan")
+
+    def __repr__(self) -> str:
+        return f"Author(id={self.id})"
+
+
+class Book(Base):
+    __tablename__ = "books"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("authors.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+    def __repr__(self) -> str:
+        return f"Book(id={self.id}, title={self.title!r})"
 
 
 @pytest.fixture
@@ -501,6 +531,38 @@ def test_a_live_timeline_follows_new_steps_unless_an_old_one_is_shown(session):
     mary.name = "Maria"
     session.flush()
     assert (timeline.step, timeline.total) == (2, 5)
+
+
+# ----------------------------------------------------------------------------- cascades
+def test_a_cascade_shows_each_child_and_lists_them_in_tracker_order(session):
+    """A parent and its children change in one step. Each child has its own card, and a step's
+    transitions are listed in the order the tracker first saw the objects, within each run of
+    one event: SQLAlchemy fires a flush's or a commit's events over a set of objects, in an
+    order that changes with their memory addresses."""
+    tracker = SessionTracker(session)
+    books = [Book(title=f"book {number}") for number in range(12)]
+    author = Author(books=books)
+    session.add(author)  # the save-update cascade adds the books too
+    assert [ObjectCard(tracker, book).state for book in books] == ["pending"] * 12
+    session.commit()
+    assert [ObjectCard(tracker, book).identity for book in books] == [
+        f"(Book, ({number},))" for number in range(1, 13)
+    ]
+    assert Timeline(tracker).text.splitlines()[1:10] == [
+        "  Author(id=1): pending -> persistent",
+        *(f"  Book(id={number + 1}, title='book {number}'): pending -> persistent"
+          for number in range(7)),
+        "  +5 more",
+    ]
+    session.delete(author)  # the delete cascade: the books go with it
+    session.commit()
+    transitions = tracker.history[-1].transitions
+    keys = [tracker.watch(obj).key for obj in (author, *books)]
+    assert [(t.key, t.event) for t in transitions] == [
+        *((key, "persistent_to_deleted") for key in keys),
+        *((key, "deleted_to_detached") for key in keys),
+    ]
+    assert transitions[:1] == tracker.history[-1].first_transitions(1)
 
 
 # ----------------------------------------------------------------------------- static pictures

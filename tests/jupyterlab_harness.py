@@ -277,8 +277,12 @@ class NotebookPage:
         expect(self.page.get_by_text(KERNEL_IDLE, exact=True)).to_be_visible()
 
     def run_all(self) -> None:
-        """Clear every output, run every cell from the Run menu, wait until all of them ran."""
+        """Clear every output, run every cell from the Run menu, wait until all of them ran.
+
+        Collapsed code (a try-it's worked answer) is expanded first: its placeholder has no prompt
+        that would show the cell ran."""
         self.lab.menu("Edit", "Clear Outputs of All Cells")
+        self.lab.menu("View", "Expand All Code")
         self.lab.menu("Run", "Run All Cells")
         self._wait_until_ran(range(self.cells.count()))
 

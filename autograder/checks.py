@@ -5,21 +5,33 @@ back, and the misunderstanding that most likely explains the difference. Checks 
 identity (``type(x) is int``, ``a is b``), not only ``==``, and read the database through their own
 ``sqlite3`` connection, so a patched session or a look-alike object cannot fake a pass.
 
+In Jupyter a failing check shows only that message, wrapped, as the cell's whole output: IPython
+prints what an exception's ``_render_traceback_`` returns instead of the traceback, so none of these
+helpers' frames shows. ``str(error)`` stays the unwrapped message the feedback page matches.
+Errors a student's code raises while a check calls it (``check_returns``, ``check_raises``) become
+teaching messages too; the common beginners' errors get their own explanation.
+
+Nothing here computes an answer to an exercise: the helpers compare what a test cell hands them.
 This module imports only the standard library and SQLAlchemy: grading needs no front end.
 """
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import textwrap
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from sqlalchemy import String, create_engine, inspect
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import Engine
+from sqlalchemy.exc import InvalidRequestError, NoResultFound, PendingRollbackError
+from sqlalchemy.orm.exc import DetachedInstanceError, UnmappedInstanceError
 
 STATES = ("transient", "pending", "persistent", "deleted", "detached")
+WIDTH = 100
+"""Columns a failure message is wrapped to in the notebook."""
 
 
 def show(value: object) -> str:
@@ -30,24 +42,55 @@ def show(value: object) -> str:
         return f"<{type(value).__name__} whose repr raised {type(error).__name__}: {error}>"
 
 
+def render(what: str, expected: object, got: object, misunderstanding: str) -> list[str]:
+    """The lines a failing check shows in the notebook: its message, wrapped to ``WIDTH``."""
+    lines = textwrap.wrap(f"✗ {what}", WIDTH, subsequent_indent="  ") or ["✗"]
+    for label, text in (
+        ("expected: ", expected),
+        ("got:      ", got),
+        ("likely misunderstanding: ", misunderstanding),
+    ):
+        first = f"  {label}"
+        lines += textwrap.wrap(
+            str(text),
+            WIDTH,
+            initial_indent=first,
+            subsequent_indent=" " * len(first),
+            break_long_words=True,
+            replace_whitespace=True,
+        ) or [first.rstrip()]
+    return lines
+
+
 def fail(what: str, expected: object, got: object, misunderstanding: str) -> NoReturn:
     """Raise the teaching message: what was checked, expected, got, likely misunderstanding."""
-    raise AssertionError(
+    __tracebackhide__ = True
+    error = AssertionError(
         f"{what}\n"
         f"  expected: {expected}\n"
         f"  got:      {got}\n"
         f"  likely misunderstanding: {misunderstanding}"
     )
+    lines = render(what, expected, got, misunderstanding)
+    error._render_traceback_ = lambda: lines  # IPython shows these lines, not the traceback
+    raise error
+
+
+def passed(what: str) -> None:
+    """Say in one line that a visible test cell passed."""
+    print(f"✓ {what}: passed")
 
 
 def check(condition: bool, what: str, expected: object, got: object, misunderstanding: str) -> None:
     """Fail with the teaching message unless ``condition`` holds."""
+    __tracebackhide__ = True
     if not condition:
         fail(what, expected, got, misunderstanding)
 
 
 def check_type(value: object, expected_type: type, what: str, misunderstanding: str) -> None:
     """Check that ``type(value) is expected_type`` exactly (a subclass or look-alike fails)."""
+    __tracebackhide__ = True
     check(
         type(value) is expected_type,
         what,
@@ -59,6 +102,7 @@ def check_type(value: object, expected_type: type, what: str, misunderstanding: 
 
 def check_equal(got: object, expected: object, what: str, misunderstanding: str) -> None:
     """Check that ``got`` has exactly the type of ``expected`` and equals it."""
+    __tracebackhide__ = True
     check(
         type(got) is type(expected) and got == expected,
         what,
@@ -70,6 +114,7 @@ def check_equal(got: object, expected: object, what: str, misunderstanding: str)
 
 def check_is(got: object, expected: object, what: str, misunderstanding: str) -> None:
     """Check identity: ``got is expected`` (the very same Python object)."""
+    __tracebackhide__ = True
     if expected is None or type(expected) is bool:
         wanted = f"exactly {expected!r} (checked with `is`)"
     else:
@@ -77,11 +122,80 @@ def check_is(got: object, expected: object, what: str, misunderstanding: str) ->
     check(got is expected, what, wanted, f"another object, {show(got)}", misunderstanding)
 
 
+def explain_known_error(error: BaseException, what: str, expected: str) -> None:
+    """Fail with the teaching message of a beginner's error SQLAlchemy raised; else return."""
+    __tracebackhide__ = True
+    got = f"{type(error).__name__}: {error}"
+    text = str(error)
+    if isinstance(error, NoResultFound):
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="one() (and scalar_one()) raise NoResultFound when no row "
+            "matches; one_or_none() (or scalar_one_or_none()) returns None instead",
+        )
+    if isinstance(error, DetachedInstanceError):
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="the object is detached (its session was closed or removed) and "
+            "its attributes were expired by commit(): read what you need before the session "
+            "closes, or open it with expire_on_commit=False",
+        )
+    if isinstance(error, PendingRollbackError):
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="a flush failed earlier in this session, and the session refuses "
+            "all work until the transaction is rolled back",
+        )
+    if isinstance(error, UnmappedInstanceError) and "NoneType" in text:
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="a lookup found no row and returned None, and None was handed on "
+            "to the session: check for None before using what session.get() returns",
+        )
+    if isinstance(error, InvalidRequestError) and "already attached to session" in text:
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="an object belongs to one session at a time: expunge() it from the "
+            "session that holds it before add() puts it in another, or let merge() copy it "
+            "into the other",
+        )
+    if isinstance(error, InvalidRequestError) and "is not persisted" in text:
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="session.delete() takes an object the session loaded (persistent); "
+            "a new User(id=...) is transient, whatever its id: load it with session.get() "
+            "first, or run a delete(User).where(...) statement",
+        )
+    if isinstance(error, InvalidRequestError) and "transaction is already begun" in text:
+        fail(
+            what,
+            expected,
+            got,
+            misunderstanding="the caller owns the session and its transaction: a function "
+            "handed a session must not call session.begin() (it would commit the caller's "
+            "work); change the objects and let the caller commit",
+        )
+
+
 def check_returns(call: Callable[[], Any], what: str, misunderstanding: str) -> Any:
     """Return ``call()``; an error it raises becomes the teaching message instead."""
+    __tracebackhide__ = True
     try:
         return call()
     except Exception as error:  # noqa: BLE001 - any error is the wrong answer
+        explain_known_error(error, what, "a value returned")
         fail(what, "a value returned", f"{type(error).__name__}: {error}", misunderstanding)
 
 
@@ -92,23 +206,45 @@ def check_raises(
     misunderstanding: str,
 ) -> BaseException:
     """Check that ``call()`` raises ``expected_type`` (or a subclass); return the error."""
+    __tracebackhide__ = True
+    wanted = f"{expected_type.__name__} raised"
     try:
         result = call()
     except expected_type as error:
         return error
     except Exception as error:  # noqa: BLE001 - any other error is the wrong answer
-        fail(
-            what,
-            f"{expected_type.__name__} raised",
-            f"{type(error).__name__}: {error}",
-            misunderstanding,
-        )
-    fail(
+        explain_known_error(error, what, wanted)
+        fail(what, wanted, f"{type(error).__name__}: {error}", misunderstanding)
+    fail(what, wanted, f"no error; it returned {show(result)}", misunderstanding)
+
+
+def check_closes_its_sessions(
+    engine: Engine, call: Callable[[], Any], what: str, misunderstanding: str
+) -> Any:
+    """Return ``call()``; fail if it leaves a connection of ``engine`` checked out.
+
+    A session that is not closed keeps its connection while its transaction lasts (a
+    ``refresh()`` or a query after ``commit()`` begins a new one). Garbage collection, which
+    would return it later, is paused during the call.
+    """
+    __tracebackhide__ = True
+    before = engine.pool.checkedout()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        result = check_returns(call, what, misunderstanding)
+        left = engine.pool.checkedout() - before
+    finally:
+        if collecting:
+            gc.enable()
+    check(
+        left <= 0,
         what,
-        f"{expected_type.__name__} raised",
-        f"no error; it returned {show(result)}",
+        "every connection back in the pool when it returns (every session it opened closed)",
+        f"{left} connection(s) still checked out by a session left open",
         misunderstanding,
     )
+    return result
 
 
 def table_rows(db_file: str | Path, table: str) -> list[tuple[Any, ...]]:
@@ -116,6 +252,7 @@ def table_rows(db_file: str | Path, table: str) -> list[tuple[Any, ...]]:
 
     The connection is read-only and sees only committed data, never a session's pending changes.
     """
+    __tracebackhide__ = True
     path = Path(db_file).resolve()
     if not path.is_file():
         fail(
@@ -131,6 +268,7 @@ def table_rows(db_file: str | Path, table: str) -> list[tuple[Any, ...]]:
 
 def write_rows(db_file: str | Path, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Replace every row of ``table`` with ``rows``, through a fresh sqlite3 connection."""
+    __tracebackhide__ = True
     try:
         with closing(sqlite3.connect(Path(db_file), timeout=3)) as connection, connection:
             connection.execute(f'DELETE FROM "{table}"')
@@ -151,6 +289,7 @@ def check_rows(
     db_file: str | Path, table: str, expected: Sequence[tuple[Any, ...]], misunderstanding: str
 ) -> None:
     """Check the committed rows of ``table`` (ordered by first column) against ``expected``."""
+    __tracebackhide__ = True
     rows = table_rows(db_file, table)
     check(
         rows == [tuple(row) for row in expected],
@@ -159,98 +298,6 @@ def check_rows(
         rows,
         misunderstanding,
     )
-
-
-def state_name(obj: object) -> str:
-    """The state SQLAlchemy itself reports for a mapped object, read from ``inspect(obj)``."""
-    state = inspect(obj)
-    for name in STATES:
-        if getattr(state, name):
-            return name
-    raise AssertionError(f"SQLAlchemy reports no state for {obj!r}")  # pragma: no cover
-
-
-def check_state(obj: object, expected: str, what: str, misunderstanding: str) -> None:
-    """Check the state SQLAlchemy reports for ``obj``."""
-    check_equal(state_name(obj), expected, what, misunderstanding)
-
-
-# --- "predict the state": the scripted sequence, replayed against real SQLAlchemy ---------------
-
-STATE_SCRIPT = (
-    ('ada = User(name="Ada")', "a new object belongs to no session and has no row yet"),
-    ("session.add(ada)", "add() only registers the object; nothing is written before a flush"),
-    ("session.flush()", "the INSERT ran: the object has a row and an id in this session"),
-    ("session.commit()", "commit ends the transaction, but the object stays in the session"),
-    ("session.delete(ada)", "delete() only marks the object; the DELETE runs at the next flush"),
-    (
-        "session.flush()",
-        "delete() and flush() have run but commit() has not: the row is gone in this "
-        "transaction, and the object leaves the session only at commit",
-    ),
-    (
-        "session.rollback()",
-        "rolling back undoes the flushed DELETE: object and row are back as after the commit",
-    ),
-    ("session.expunge(ada)", "expunge() takes the object out of the session; its row remains"),
-    (
-        "session.add(ada)",
-        "an object that was saved before keeps its identity: add() puts it back in the session "
-        "at once, with no INSERT to wait for",
-    ),
-    ("session.delete(ada)", "delete() alone still only marks the object"),
-    ("session.commit()", "commit flushes the DELETE, then the object leaves the session for good"),
-    ("session.close()", "close() changes nothing for an object no session holds any more"),
-)
-"""The "predict the state" exercise: each step's code, and why ``ada`` is in its state after it."""
-
-
-class _ScriptBase(DeclarativeBase):
-    pass
-
-
-class _ScriptUser(_ScriptBase):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50))
-
-
-def replay_state_script() -> list[str]:
-    """Run ``STATE_SCRIPT`` on a private in-memory database; return ``ada``'s state after each."""
-    engine = create_engine("sqlite://")
-    _ScriptBase.metadata.create_all(engine)
-    namespace: dict[str, Any] = {"User": _ScriptUser, "session": Session(engine)}
-    states = []
-    try:
-        for code, _why in STATE_SCRIPT:
-            exec(code, namespace)  # noqa: S102 - the steps are the constants above
-            states.append(state_name(namespace["ada"]))
-    finally:
-        namespace["session"].close()
-        engine.dispose()
-    return states
-
-
-def check_predictions(predictions: object, steps: range) -> None:
-    """Check the predicted states of ``steps`` (1-based) against SQLAlchemy's own, replayed now."""
-    check(
-        type(predictions) is list
-        and len(predictions) == len(STATE_SCRIPT)
-        and all(type(p) is str and p in STATES for p in predictions),
-        "PREDICTIONS",
-        f"a list of {len(STATE_SCRIPT)} state names, each one of {', '.join(STATES)}",
-        show(predictions),
-        "write one state name (a lower-case string) for each step, in order",
-    )
-    actual = replay_state_script()
-    for step in steps:
-        code, why = STATE_SCRIPT[step - 1]
-        check_equal(
-            predictions[step - 1],
-            actual[step - 1],
-            f"the state of ada after step {step}, `{code}`",
-            why,
-        )
 
 
 def outcome(call: Callable[[], Any]) -> tuple[Any, Exception | None]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,6 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from autograder.checks import STATE_SCRIPT, STATES
 from autograder.feedback import message_arguments
 
 # Warnings nbgrader's own code raises while it autogrades (its gradebook session, and the cells it
@@ -143,12 +141,10 @@ def test_release_is_regenerated_from_source(course: Course, assignment: str) -> 
         f"`nbgrader generate_assignment {assignment} --force` and commit release/"
     )
     for name in files_under(generated):
-        # Parsed JSON: only the file's formatting may differ (nbgrader's output has no volatile
-        # field: generating twice gives the same bytes).
-        assert json.loads((committed / name).read_text()) == json.loads(
-            (generated / name).read_text()
-        ), (
-            f"release/{assignment}/{name} is out of date with source/: run "
+        # byte for byte: nbgrader's output has no volatile field (generating twice gives the same
+        # bytes), so any difference is an edit of release/ or a stale copy
+        assert (committed / name).read_bytes() == (generated / name).read_bytes(), (
+            f"release/{assignment}/{name} is not what nbgrader generates from source/: run "
             f"`nbgrader generate_assignment {assignment} --force` and commit release/"
         )
 
@@ -174,11 +170,17 @@ def test_points_and_hidden_tests(assignment: str) -> None:
     assert len(hidden) >= len(exercise_points(source))
 
 
-def test_predict_the_state_table_matches_the_graded_script() -> None:
+def test_predict_the_state_table_matches_its_worked_answer() -> None:
     source = read_notebook(ROOT / "source", "object-states")
     table = next(cell.source for cell in source.cells if "| step | code |" in cell.source)
     shown = re.findall(r"^\| \d+ \| `(.+)` \|$", table, flags=re.MULTILINE)
-    assert shown == [code for code, _why in STATE_SCRIPT]
+    worked = next(cell for cell in source.cells if cell.id == "predictions-worked-answer")
+    assert "worked-answer" in worked.metadata["tags"]
+    assert worked.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
+    steps = ast.literal_eval(re.search(r"^STEPS = (\[.*?^\])", worked.source, re.S | re.M)[1])
+    assert shown == [code for code, _why in steps] and len(shown) == 12
+    # an ungraded self-check: nothing of it is graded, and its answer is not in a graded cell
+    assert not any(nbgrader_meta(cell) for cell in source.cells if "PREDICTIONS" in cell.source)
 
 
 # --- what a hidden test's message may say ---------------------------------------------------------
@@ -244,12 +246,6 @@ def test_hidden_test_messages_quote_no_hidden_value(assignment: str) -> None:
         for message in messages:
             quoted = [value for value in secret if quotes(message, value)]
             assert quoted == [], f"{grade_id}: {message!r} quotes {quoted}"
-
-
-def test_the_predicted_steps_explanations_name_no_state() -> None:
-    # they are the teaching messages of the hidden prediction tests: naming a state gives it away
-    for code, why in STATE_SCRIPT:
-        assert not [state for state in STATES if state in why], (code, why)
 
 
 # --- nbgrader validate ---------------------------------------------------------------------------

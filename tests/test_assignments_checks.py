@@ -125,45 +125,6 @@ def test_a_missing_database_file_is_named(tmp_path: Path) -> None:
     assert str(tmp_path / "none.db") in message and "set-up cell" in message
 
 
-def test_state_name_reports_all_five_states() -> None:
-    engine = create_engine("sqlite://")
-    Base.metadata.create_all(engine)
-    david = User(name="David")
-    seen = [checks.state_name(david)]
-    with Session(engine) as session:
-        session.add(david)
-        seen.append(checks.state_name(david))
-        session.flush()
-        seen.append(checks.state_name(david))
-        session.delete(david)
-        session.flush()
-        seen.append(checks.state_name(david))
-        session.commit()
-        seen.append(checks.state_name(david))
-    assert seen == list(checks.STATES)
-
-
-def test_the_state_script_replays_as_sqlalchemy_behaves() -> None:
-    # The facts the lessons teach: delete() waits for the flush, a deleted object is detached
-    # only at commit, and adding a detached object makes it persistent at once.
-    assert checks.replay_state_script() == [
-        "transient", "pending", "persistent", "persistent", "persistent", "deleted",
-        "persistent", "detached", "persistent", "persistent", "detached", "detached",
-    ]  # fmt: skip
-
-
-def test_predictions_are_checked_step_by_step() -> None:
-    truth = checks.replay_state_script()
-    checks.check_predictions(list(truth), range(1, 13))
-    wrong = list(truth)
-    wrong[5] = "detached"
-    checks.check_predictions(wrong, range(1, 6))
-    message = message_of(lambda: checks.check_predictions(wrong, range(5, 9)))
-    assert "step 6" in message and "leaves the session only at commit" in message
-    shape = message_of(lambda: checks.check_predictions(tuple(truth), range(1, 2)))
-    assert "a list of 12 state names" in shape
-
-
 def test_grading_helpers_need_no_front_end() -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, autograder.checks; print(sorted(sys.modules))"],

@@ -166,7 +166,10 @@ def session_panel_text(snapshot: SessionSnapshot) -> str:
 
 
 def session_panel_html(snapshot: SessionSnapshot) -> str:
-    """Four boxes (new, dirty, deleted, identity map) with their members, and the transaction."""
+    """Four boxes (new, dirty, deleted, identity map) with their members, and the transaction.
+
+    A member's label may hold a token wider than its box (``email='john@home.example',``): it
+    wraps anywhere rather than spill over the next box."""
     boxes = []
     for name, title in SESSION_GROUPS:
         members = getattr(snapshot, name)
@@ -174,7 +177,7 @@ def session_panel_html(snapshot: SessionSnapshot) -> str:
         boxes.append(
             f'<div class="sv-group" data-group="{name}" data-count="{len(members)}" '
             f'style="flex:1;min-width:140px;border:1px solid {MUTED};border-radius:4px;'
-            'padding:4px">'
+            'padding:4px;overflow-wrap:anywhere">'
             f"<b>{title}</b> ({len(members)})<ul style=\"margin:2px 0;padding-left:18px\">"
             f"{items}</ul></div>"
         )

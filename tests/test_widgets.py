@@ -565,6 +565,17 @@ def test_a_cascade_shows_each_child_and_lists_them_in_tracker_order(session):
     assert transitions[:1] == tracker.history[-1].first_transitions(1)
 
 
+def test_a_panel_of_two_classes_keeps_each_long_label_inside_its_box(session):
+    """Labels of another class can hold a token wider than a box: each box wraps it anywhere."""
+    tracker = SessionTracker(session)
+    session.add(Author(books=[Book(title="a-title-far-wider-than-any-of-the-four-boxes")]))
+    html = SessionPanel(tracker, session).static_html()
+    boxes = re.findall(r'<div class="sv-group" data-group="(\w+)"[^>]*style="([^"]*)"', html)
+    assert [name for name, _style in boxes] == ["new", "dirty", "deleted", "identity_map"]
+    assert all("overflow-wrap:anywhere" in style for _name, style in boxes)
+    assert "Book(id=None, title=&#x27;a-title-far-wider-than-any-of-the-four-boxes&#x27;)" in html
+
+
 # ----------------------------------------------------------------------------- static pictures
 def test_widgets_carry_their_dom_classes_and_data_hooks(session):
     tracker = SessionTracker(session)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from autograder.feedback import leak_free_feedback_config
+
 c = get_config()  # noqa: F821 - provided by nbgrader when it loads this file
 
 COURSE_ROOT = Path(__file__).resolve().parent
@@ -23,3 +25,7 @@ c.Exchange.root = str(COURSE_ROOT / "exchange")
 
 # Databases the assignment notebooks create when run in place are never released or collected.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.db"]
+
+# Feedback shows results and teaching messages, never hidden tests or kernel output, by every
+# route: `nbgrader generate_feedback`, formgrader's buttons and `course-grade grade`.
+c.merge(leak_free_feedback_config())

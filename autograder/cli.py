@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from nbgrader.api import Gradebook
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,17 +23,19 @@ from rich.table import Table
 from rich.text import Text
 from traitlets.config import Config
 
-from autograder.course import BrokenRecord, Course, GradingRecord
+from autograder.course import BrokenRecord, Course, GradingRecord, Submission
 from autograder.gradebook import GradingError
 from autograder.pipeline import CourseBusy, GradeOptions, grade
 from autograder.report import (
     ClassReport,
     collect_report,
     export_grades,
+    write_canvas_csv,
     write_report_csv,
     write_report_html,
 )
 from autograder.sandbox import make_policy, sandbox_problem
+from autograder.settings import CourseGrade
 from autograder.submissions import (
     SubmissionsError,
     Unpacked,
@@ -41,6 +44,7 @@ from autograder.submissions import (
     find_submissions,
     unpack_lms_zip,
 )
+from autograder.term import TermError, init_term
 
 console = Console(stderr=True)
 # Characters that steer a terminal (escape sequences, bidirectional overrides).
@@ -72,6 +76,7 @@ class ProgressBar:
         )
         self.task = None
         self.failures = 0
+        self.ungraded: list[tuple[Submission, str]] = []
 
     def started(self, total: int, skipped: int) -> None:
         if skipped:
@@ -82,6 +87,18 @@ class ProgressBar:
     def finished(self, record: GradingRecord) -> None:
         self.failures += bool(record.problems)
         self.progress.update(self.task, advance=1, failures=self.failures)
+
+    def not_graded(self, submission: Submission, reason: str) -> None:
+        """A submission the machinery could not grade: said at once, it stays ungraded."""
+        self.ungraded.append((submission, reason))
+        self.progress.update(self.task, advance=1)
+        console.print(
+            literal(
+                f"NOT GRADED {submission.student}/{submission.assignment}: {reason} "
+                "(no grade recorded; the next run grades it)",
+                style="bold red",
+            )
+        )
 
     def stop(self) -> None:
         self.progress.stop()
@@ -151,6 +168,83 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Options that override a configurable trait only when given: (option, trait, help, factor).
+SETTING_OPTIONS = (
+    ("--jobs", "CourseGrade.jobs", "how many submissions to grade at once", 1),
+    (
+        "--memory-mb",
+        "CourseGrade.memory_mb",
+        "memory of a kernel and all its child processes together (with a cgroup), and the "
+        "address space of each of its processes",
+        1,
+    ),
+    (
+        "--cpu-seconds",
+        "CourseGrade.cpu_seconds",
+        "CPU time a kernel and all its child processes together may use for a whole notebook "
+        "(with a cgroup; without one, each process separately)",
+        1,
+    ),
+    (
+        "--max-processes",
+        "CourseGrade.max_processes",
+        "processes and threads a kernel and its children may run at once (with a cgroup; "
+        "without one, RLIMIT_NPROC, which does not hold for root)",
+        1,
+    ),
+    (
+        "--disk-mb",
+        "CourseGrade.disk_mb",
+        "megabytes of files a submission may bring from submitted/ and a kernel may leave in "
+        "its folder, and the size of each file and of the kernel's /tmp; a kernel whose folder "
+        "grows past twice this is stopped",
+        1,
+    ),
+    ("--timeout", "Execute.timeout", "seconds a cell may run", 1),
+    (
+        "--notebook-timeout",
+        "GuardedExecute.notebook_timeout",
+        "seconds of wall-clock time a whole notebook may run",
+        1,
+    ),
+    (
+        "--output-kb",
+        "GuardedExecute.output_limit_bytes",
+        "kilobytes of output one cell may keep",
+        1000,
+    ),
+)
+
+
+def add_setting_options(parser: argparse.ArgumentParser) -> None:
+    for option, trait, text, _ in SETTING_OPTIONS:
+        parser.add_argument(
+            option,
+            type=int,
+            help=f"{text} (default: c.{trait} from the nbgrader config files, else its default)",
+        )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        default=None,
+        help="run kernels without bubblewrap isolation, the limits still apply "
+        "(c.CourseGrade.sandbox = False)",
+    )
+
+
+def setting_overrides(args: argparse.Namespace) -> Config:
+    """The configuration the options given on the command line set (nothing for the others)."""
+    config = Config()
+    for option, trait, _, factor in SETTING_OPTIONS:
+        value = getattr(args, option.removeprefix("--").replace("-", "_"), None)
+        if value is not None:
+            section, name = trait.split(".")
+            config[section][name] = value * factor
+    if getattr(args, "no_sandbox", None):
+        config.CourseGrade.sandbox = False
+    return config
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course-grade",
@@ -169,63 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_selection_options(grade_parser)
     add_input_options(grade_parser)
     grade_parser.add_argument(
-        "--jobs",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="how many submissions to grade at once (default: the number of cores)",
-    )
-    grade_parser.add_argument(
         "--force", action="store_true", help="regrade submissions that were already graded"
     )
-    grade_parser.add_argument(
-        "--timeout", type=int, help="seconds a cell may run (default: Execute.timeout)"
-    )
-    grade_parser.add_argument(
-        "--memory-mb",
-        type=int,
-        default=2048,
-        help="memory of a kernel and all its child processes together (with a cgroup), and "
-        "the address space of each of its processes (default: 2048)",
-    )
-    grade_parser.add_argument(
-        "--cpu-seconds",
-        type=int,
-        default=300,
-        help="CPU time a kernel and all its child processes together may use for a whole "
-        "notebook (with a cgroup; without one, each process separately) (default: 300)",
-    )
-    grade_parser.add_argument(
-        "--max-processes",
-        type=int,
-        default=128,
-        help="processes and threads a kernel and its children may run at once (with a "
-        "cgroup; without one, RLIMIT_NPROC, which does not hold for root) (default: 128)",
-    )
-    grade_parser.add_argument(
-        "--disk-mb",
-        type=int,
-        default=100,
-        help="megabytes of files a submission may bring from submitted/ and a kernel may "
-        "leave in its folder, and the size of each file and of the kernel's /tmp; a kernel "
-        "whose folder grows past twice this is stopped (default: 100)",
-    )
-    grade_parser.add_argument(
-        "--notebook-timeout",
-        type=int,
-        help="seconds of wall-clock time a whole notebook may run "
-        "(default: GuardedExecute.notebook_timeout, 600)",
-    )
-    grade_parser.add_argument(
-        "--output-kb",
-        type=int,
-        default=1000,
-        help="kilobytes of output one cell may keep (default: 1000)",
-    )
-    grade_parser.add_argument(
-        "--no-sandbox",
-        action="store_true",
-        help="run kernels without bubblewrap isolation (the limits still apply)",
-    )
+    add_setting_options(grade_parser)
     add_output_options(grade_parser)
 
     collect_parser = commands.add_parser(
@@ -245,6 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_course_options(report_parser)
     add_output_options(report_parser)
+
+    term_parser = commands.add_parser(
+        "init-term",
+        help="create the instructor's private course for a term, outside the public repository",
+        description="Create FOLDER with the assignments' sources (solutions and hidden tests), "
+        "nbgrader_config.py, the gradebook (every assignment generated into release/) and the "
+        "exchange. Run every later instructor command in FOLDER; keep it private.",
+    )
+    term_parser.add_argument("folder", type=Path, help="the new course folder (must not exist)")
+    term_parser.add_argument(
+        "--from",
+        dest="source_course",
+        type=Path,
+        default=Path.cwd(),
+        help="the course repository to copy source/ and nbgrader_config.py from "
+        "(default: the current folder)",
+    )
+    term_parser.add_argument("--course-id", help="nbgrader's course id (default: the repository's)")
+    term_parser.add_argument(
+        "--exchange-root",
+        type=Path,
+        help="nbgrader's exchange folder, shared with the students (default: FOLDER/exchange)",
+    )
     return parser
 
 
@@ -275,14 +338,17 @@ def print_unpacked(archive: Path, unpacked: Unpacked) -> None:
         console.print(skipped)
 
 
-def write_outputs(course: Course, args: argparse.Namespace) -> None:
-    """Export the grades, write the report of the whole course and print its tables."""
-    export_grades(course, args.grades)
-    report = collect_report(course, course.read_records(find_submissions(course)))
+def write_outputs(course: Course, args: argparse.Namespace, gradebook: Gradebook) -> None:
+    """Export the grades (nbgrader's CSV and Canvas's), write the report of the whole course
+    and print its tables."""
+    export_grades(course, args.grades, gradebook)
+    report = collect_report(course, course.read_records(find_submissions(course)), gradebook)
+    canvas = args.grades.with_name(f"{args.grades.stem}-canvas.csv")
+    write_canvas_csv(course, report, gradebook, canvas)
     write_report_html(report, args.report)
     write_report_csv(report, args.report.with_suffix(".csv"))
     print_tables(report)
-    console.print(literal(f"grades: {args.grades}   report: {args.report}"))
+    console.print(literal(f"grades: {args.grades}   for Canvas: {canvas}   report: {args.report}"))
 
 
 def print_tables(report: ClassReport) -> None:
@@ -307,14 +373,15 @@ def print_tables(report: ClassReport) -> None:
         console.print(attention)
 
 
-def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
+def run_grade(course: Course, args: argparse.Namespace, gradebook: Gradebook) -> int:
     collect(course, args)
+    settings = CourseGrade(config=course.config)
     policy = make_policy(
-        args.memory_mb * 1024**2,
-        args.cpu_seconds,
-        args.max_processes,
-        args.disk_mb * 1024**2,
-        isolate=not args.no_sandbox,
+        settings.memory_mb * 1024**2,
+        settings.cpu_seconds,
+        settings.max_processes,
+        settings.disk_mb * 1024**2,
+        isolate=settings.sandbox,
     )
     problem = sandbox_problem(policy, course.state_folder / "sandbox-probe")
     if problem:
@@ -333,13 +400,19 @@ def run_grade(course: Course, args: argparse.Namespace, extra: Config) -> int:
     if not submissions:
         console.print(f"no submissions found in {course.coursedir.submitted_directory}/")
     bar = ProgressBar()
-    options = GradeOptions(max(1, args.jobs), args.force, policy)
+    options = GradeOptions(max(1, settings.jobs), args.force, policy)
     try:
-        grade(course, submissions, options, bar, extra)
+        grade(course, submissions, options, bar, gradebook, setting_overrides(args))
     finally:
         bar.stop()
-    write_outputs(course, args)
-    return 0
+    write_outputs(course, args, gradebook)
+    return 1 if bar.ungraded else 0
+
+
+def open_course(args: argparse.Namespace) -> Course:
+    """The course of `--course-dir`, configured as nbgrader configures it, with the options
+    given on the command line over that."""
+    return Course(args.course_dir, setting_overrides(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,23 +422,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if getattr(args, "assignment_id", None):
         args.assignment = args.assignment or args.assignment_id
-    extra = Config()
-    if getattr(args, "timeout", None):
-        extra.Execute.timeout = args.timeout
-    if getattr(args, "notebook_timeout", None):
-        extra.GuardedExecute.notebook_timeout = args.notebook_timeout
-    if getattr(args, "output_kb", None):
-        extra.GuardedExecute.output_limit_bytes = args.output_kb * 1000
     try:
-        course = Course(args.course_dir, extra)
-        if args.command == "grade":
-            return run_grade(course, args, extra)
+        if args.command == "init-term":
+            init_term(args.folder, args.source_course, args.course_id, args.exchange_root)
+            return 0
+        course = open_course(args)
         if args.command == "collect":
             collect(course, args)
             return 0
-        write_outputs(course, args)
-        return 0
-    except (GradingError, SubmissionsError, CourseBusy) as error:
+        with Gradebook(course.db_url, course.coursedir.course_id) as gradebook:
+            if args.command == "grade":
+                return run_grade(course, args, gradebook)
+            write_outputs(course, args, gradebook)
+            return 0
+    except (GradingError, SubmissionsError, CourseBusy, TermError) as error:
         console.print(Text("error: ", style="bold red"), literal(str(error)), sep="")
         return 2
 

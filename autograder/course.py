@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from jupyter_core.paths import jupyter_config_dir, jupyter_config_path
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.utils import parse_utc
-from traitlets.config import Config
+from traitlets.config import Application, Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.safe_files import read_file_no_follow, write_file_no_follow
@@ -61,15 +63,35 @@ class BrokenRecord(Exception):
         )
 
 
+CONFIG_NAME = "nbgrader_config"
+
+
+def load_nbgrader_config(root: Path) -> Config:
+    """The configuration nbgrader's own commands read for the course at `root`, each file over
+    the ones before: nbgrader_config.py and .json in the Jupyter config path (system, then the
+    environment's, then the user's), then in the current folder, then the course root's
+    nbgrader_config.py."""
+    paths = jupyter_config_path()
+    if jupyter_config_dir() not in paths:
+        paths.insert(0, jupyter_config_dir())
+    config = Config()
+    for path in (paths, os.getcwd()):
+        for loaded, _ in Application._load_config_files(
+            CONFIG_NAME, path=path, raise_config_file_errors=True
+        ):
+            config.merge(loaded)
+    if (root / f"{CONFIG_NAME}.py").exists():
+        config.merge(PyFileConfigLoader(f"{CONFIG_NAME}.py", str(root)).load_config())
+    return config
+
+
 class Course:
-    """A course folder with an nbgrader_config.py, opened the way nbgrader opens it."""
+    """A course folder, opened the way nbgrader opens it (`load_nbgrader_config`); the extra
+    configuration (command-line options) goes over everything."""
 
     def __init__(self, root: Path, extra_config: Config | None = None) -> None:
         self.root = root.resolve()
-        self.config = Config()
-        config_file = self.root / "nbgrader_config.py"
-        if config_file.exists():
-            self.config.merge(PyFileConfigLoader(config_file.name, str(self.root)).load_config())
+        self.config = load_nbgrader_config(self.root)
         self.config.CourseDirectory.root = str(self.root)
         if extra_config is not None:
             self.config.merge(extra_config)
@@ -152,3 +174,20 @@ class Course:
 
     def forget_record(self, submission: Submission) -> None:
         self.record_path(submission).unlink(missing_ok=True)
+
+    def not_graded_path(self, submission: Submission) -> Path:
+        return self.state_folder / "not-graded" / submission.assignment / submission.student
+
+    def write_not_graded(self, submission: Submission, reason: str) -> None:
+        """Note why the machinery could not grade a submission (it has no record)."""
+        write_file_no_follow(self.not_graded_path(submission), reason, self.root)
+
+    def forget_not_graded(self, submission: Submission) -> None:
+        self.not_graded_path(submission).unlink(missing_ok=True)
+
+    def not_graded(self, submission: Submission) -> str | None:
+        """Why the last run could not grade this submission, or None."""
+        try:
+            return self.not_graded_path(submission).read_text(errors="replace").strip() or None
+        except OSError:
+            return None

@@ -13,6 +13,7 @@ is stopped, the cell that was running scores 0 and the cells before keep their r
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import os
@@ -39,7 +40,14 @@ from autograder.safe_files import MAX_ENTRIES, copy_regular_files, open_folder
 from autograder.sandbox import SandboxedKernelManager, SandboxPolicy
 
 RESPONSE_GRACE_SECONDS = 5
+KERNEL_READY_SECONDS = 60  # a kernel's start, and its imports of what the tests need
 WATCH_SECONDS = 0.2  # how often a running kernel's limits are checked
+
+
+class InfrastructureFailure(Exception):
+    """The grading machinery failed, not the student's notebook (a kernel that cannot start,
+    or cannot import what the test cells import): the submission is left ungraded, with this
+    message, and the next run grades it."""
 
 
 @dataclass
@@ -89,6 +97,11 @@ class GuardedExecute(Execute):
         try:
             return super().preprocess(nb, resources, km)
         except Exception as error:  # the kernel could not start or stop cleanly
+            if self._deadline is None:  # no cell ran: nothing of the student's is involved
+                raise InfrastructureFailure(
+                    f"the kernel did not answer before the first cell: {type(error).__name__}: "
+                    f"{error}"
+                ) from None
             if not self._stopped_reason:
                 self.problems.append(f"kernel failed: {type(error).__name__}: {error}")
                 for cell in nb.cells:
@@ -303,29 +316,39 @@ class KernelSlot:
         runtime_dir = self.folder / "runtime"
         self.workdir.mkdir()
         runtime_dir.mkdir()
-        self.cgroup = KernelCgroup(policy.hierarchy, policy.limits) if policy.hierarchy else None
-        self.km = SandboxedKernelManager(
-            config=config,
-            policy=policy,
-            workdir=str(self.workdir),
-            runtime_dir=str(runtime_dir),
-            cgroup_procs=list(self.cgroup.procs_files) if self.cgroup else [],
-            kernel_name=kernel_name,
-        )
-        arguments = [f"--HistoryManager.hist_file={GuardedExecute.ipython_hist_file.default_value}"]
-        run_sync(self.km.start_kernel)(extra_arguments=arguments, cwd=str(self.workdir))
+        self.cgroup = None
+        self.km = None
+        try:
+            if policy.hierarchy:
+                self.cgroup = KernelCgroup(policy.hierarchy, policy.limits)
+            self.km = SandboxedKernelManager(
+                config=config,
+                policy=policy,
+                workdir=str(self.workdir),
+                runtime_dir=str(runtime_dir),
+                cgroup_procs=list(self.cgroup.procs_files) if self.cgroup else [],
+                kernel_name=kernel_name,
+            )
+            hist_file = GuardedExecute.ipython_hist_file.default_value
+            arguments = [f"--HistoryManager.hist_file={hist_file}"]
+            run_sync(self.km.start_kernel)(extra_arguments=arguments, cwd=str(self.workdir))
+        except Exception as error:
+            self.close()
+            raise InfrastructureFailure(
+                f"the kernel '{kernel_name}' could not start: {type(error).__name__}: {error}"
+            ) from None
 
     def kill(self) -> None:
         """Kill the kernel and every process it started (callable from any thread)."""
         if self.cgroup is not None:
             self.cgroup.kill()
-        elif self.km.provisioner is not None and self.km.provisioner.pid:
+        elif self.km is not None and self.km.provisioner is not None and self.km.provisioner.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.km.provisioner.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop the kernel and every process it started."""
-        if run_sync(self.km.is_alive)():
+        if self.km is not None and run_sync(self.km.is_alive)():
             run_sync(self.km.shutdown_kernel)(now=True)
         if self.cgroup is not None:
             self.cgroup.kill()
@@ -357,14 +380,17 @@ class NotebookRunner:
         self.prefetch = prefetch
         self.spare: KernelSlot | None = None
 
-    def run(self, notebook_json: str, workdir: str) -> ExecutionResult:
-        """Execute a sanitized notebook whose files are in `workdir`; results go back there."""
+    def run(
+        self, notebook_json: str, workdir: str, modules: tuple[str, ...] = ()
+    ) -> ExecutionResult:
+        """Execute a sanitized notebook whose files are in `workdir`; results go back there.
+        `modules` are what its test cells import: a kernel that cannot import them (before any
+        file of the submission is in its folder) raises InfrastructureFailure, as does a kernel
+        that cannot start."""
         started = time.monotonic()
         nb = nbformat.reads(notebook_json, as_version=nbformat.NO_CONVERT)
         kernel_name = nb.metadata.get("kernelspec", {}).get("name", "python3")
         slot = self._take_slot(kernel_name)
-        if self.prefetch:
-            self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
         # the whole folder: the kernel can write into its runtime folder too (the ipc sockets')
         watch = KernelWatch(slot.cgroup, slot.folder, self.policy.disk_bytes, slot.kill)
         executor = GuardedExecute(config=self.config, kernel_watch=watch)
@@ -377,6 +403,9 @@ class NotebookRunner:
             return path.suffix == ".ipynb"
 
         try:
+            if self.prefetch:
+                self._start_spare(kernel_name)
+            check_imports(slot.km, modules)
             with (
                 open_folder(folder, folder) as source,
                 open_folder(slot.workdir, slot.folder) as kernel,
@@ -403,6 +432,14 @@ class NotebookRunner:
             self.spare.close()
             self.spare = None
 
+    def _start_spare(self, kernel_name: str) -> None:
+        """Start the next notebook's kernel now; if it cannot start, the next notebook starts
+        its own (and reports the failure then)."""
+        try:
+            self.spare = KernelSlot(self.policy, self.config, kernel_name, self.scratch)
+        except InfrastructureFailure:
+            self.spare = None
+
     def _take_slot(self, kernel_name: str) -> KernelSlot:
         spare, self.spare = self.spare, None
         if spare is not None and spare.kernel_name == kernel_name:
@@ -410,3 +447,63 @@ class NotebookRunner:
         if spare is not None:
             spare.close()
         return KernelSlot(self.policy, self.config, kernel_name, self.scratch)
+
+
+def imported_modules(nb: NotebookNode, provided: set[str]) -> tuple[str, ...]:
+    """The modules the test cells of `nb` import, except those whose top-level name the
+    assignment's own folder `provided` (a helper module shipped beside the notebook)."""
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # IPython syntax: its imports are not checked ahead
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+    return tuple(sorted(name for name in names if name.partition(".")[0] not in provided))
+
+
+def check_imports(km: SandboxedKernelManager, modules: tuple[str, ...]) -> None:
+    """Raise InfrastructureFailure unless the fresh kernel of `km` answers and imports every
+    module of `modules` (evaluated as user expressions: nothing enters its namespace)."""
+    client = km.client()
+    client.start_channels()
+    try:
+        try:
+            run_sync(client.wait_for_ready)(timeout=KERNEL_READY_SECONDS)
+        except Exception as error:
+            raise InfrastructureFailure(
+                f"the kernel did not start: {type(error).__name__}: {error}"
+            ) from None
+        if not modules:
+            return
+        expressions = {f"m{i}": f"__import__({name!r}) and None" for i, name in enumerate(modules)}
+        msg_id = client.execute("", silent=True, store_history=False, user_expressions=expressions)
+        deadline = time.monotonic() + KERNEL_READY_SECONDS
+        reply: dict = {}
+        while time.monotonic() < deadline and not reply:
+            try:
+                message = run_sync(client.get_shell_msg)(timeout=deadline - time.monotonic())
+            except Exception:  # no reply in time
+                break
+            if message["parent_header"].get("msg_id") == msg_id:
+                reply = message["content"]
+        results = reply.get("user_expressions", {})
+        missing = []
+        for key, name in zip(expressions, modules, strict=True):
+            result = results.get(key, {"status": "error", "ename": "no answer", "evalue": ""})
+            if result.get("status") != "ok":
+                missing.append(f"{name} ({result.get('ename')}: {result.get('evalue')})")
+        if missing:
+            raise InfrastructureFailure(
+                "the grading kernel cannot import what the test cells import: "
+                f"{'; '.join(missing)}. Grade with the course's environment (its kernel must "
+                "import the course's packages), then run course-grade again"
+            )
+    finally:
+        client.stop_channels()

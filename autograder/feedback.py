@@ -30,19 +30,23 @@ import ast
 import builtins
 import functools
 import inspect
+import secrets
 from pathlib import Path
 
 import nbformat
 from nbconvert.exporters import HTMLExporter
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader import server_extensions as nbgrader_server_extensions
 from nbgrader import utils
 from nbgrader.converters import GenerateFeedback
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades
+from traitlets.config import Config
 
 from autograder import checks
 from autograder.course import Course, Submission
 from autograder.integrity import WITHHELD_ENAME, WITHHELD_MESSAGE
 from autograder.safe_files import (
+    UnsafePath,
     open_folder,
     read_file_no_follow,
     remove_no_follow,
@@ -62,6 +66,15 @@ GRADER_ERRORS = {
     "KernelFailed": "the kernel failed",
 }
 UNKNOWN_ERROR = "the test failed (its error is not shown: it may quote the test's inputs)"
+# The feedback template: nbgrader's "feedback" with a contents list naming what each test cell
+# checks, wrapping lines and no MathJax from a CDN (autograder/templates/feedback/).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+NBGRADER_TEMPLATES = Path(nbgrader_server_extensions.__file__).parent / "formgrader" / "templates"
+FEEDBACK_TEMPLATE_FILE = "course_feedback.html.j2"
+TITLE_CHARACTERS = 120
+# The files nbgrader's release_feedback reads beside each student's feedback pages.
+SUBMISSION_SECRET = "submission_secret.txt"
+TIMESTAMP = "timestamp.txt"
 
 
 def message_arguments(source: str) -> set[str]:
@@ -81,22 +94,55 @@ def message_arguments(source: str) -> set[str]:
 
 
 def _misunderstanding_argument(call: ast.Call) -> set[str]:
+    argument = _check_arguments(call).get("misunderstanding")
+    return {argument.value} if isinstance(argument, ast.Constant) else set()
+
+
+def _check_arguments(call: ast.Call) -> dict[str, ast.AST]:
+    """The arguments of a call of a check from `autograder.checks`, by parameter name ({} for
+    any other call, or one whose arguments cannot be told apart)."""
     name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
     check = getattr(checks, name, None)
     if not callable(check) or not hasattr(check, "__code__"):
-        return set()
+        return {}
     if any(isinstance(arg, ast.Starred) for arg in call.args) or any(
         keyword.arg is None for keyword in call.keywords
     ):
-        return set()
+        return {}
     try:
         bound = inspect.signature(check).bind_partial(
             *call.args, **{keyword.arg: keyword.value for keyword in call.keywords}
         )
     except TypeError:
-        return set()
-    argument = bound.arguments.get("misunderstanding")
-    return {argument.value} if isinstance(argument, ast.Constant) else set()
+        return {}
+    return dict(bound.arguments)
+
+
+def describe_test_cell(source: str) -> str:
+    """What a test cell checks, in one line, from its code: its leading comment, else the `what`
+    of its checks, else its `assert` messages ("" when none says)."""
+    comment = []
+    for line in source.strip().splitlines():
+        if not line.startswith("#") or line.startswith("###"):
+            break
+        comment.append(line.lstrip("#").strip())
+    said = [" ".join(comment)] if any(comment) else []
+    if not said:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            tree = ast.Module(body=[], type_ignores=[])
+        whats, asserts = [], []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                what = _check_arguments(node).get("what")
+                if isinstance(what, ast.Constant) and isinstance(what.value, str):
+                    whats.append(what.value)
+            elif isinstance(node, ast.Assert) and isinstance(node.msg, ast.Constant):
+                asserts.append(str(node.msg.value))
+        said = list(dict.fromkeys(whats or asserts))
+    text = "; ".join(said)
+    return text if len(text) <= TITLE_CHARACTERS else f"{text[: TITLE_CHARACTERS - 1]}…"
 
 
 @functools.cache
@@ -136,6 +182,8 @@ class WithholdOutputs(ClearHiddenTests):
         cell.outputs = []
         if not utils.is_grade(cell):
             return cell, resources
+        # the contents list's title, from what is left once the hidden tests are removed
+        cell.metadata["course_grade"] = {"title": describe_test_cell(cell.source)}
         errors = [output for output in outputs if output.get("output_type") == "error"]
         if errors:
             line = shown_message(errors[-1], allowed)
@@ -149,11 +197,30 @@ class WithholdOutputs(ClearHiddenTests):
         return cell, resources
 
 
+FEEDBACK_PREPROCESSORS = (GetGrades, WithholdOutputs, CSSHTMLHeaderPreprocessor)
+
+
+def leak_free_feedback_config() -> Config:
+    """nbgrader settings under which every route to feedback (`nbgrader generate_feedback`,
+    formgrader's buttons, course-grade) renders the same leak-free page: merge it into the
+    course's nbgrader_config.py. nbgrader's API forces the template name "feedback"; ours is
+    found first, and its page file extends nbgrader's."""
+    config = Config()
+    config.GenerateFeedback.preprocessors = list(FEEDBACK_PREPROCESSORS)
+    config.HTMLExporter.template_name = "feedback"
+    config.HTMLExporter.template_file = FEEDBACK_TEMPLATE_FILE
+    config.HTMLExporter.extra_template_basedirs = [str(TEMPLATES), str(NBGRADER_TEMPLATES)]
+    return config
+
+
 def feedback_exporter(course: Course) -> HTMLExporter:
-    """An HTML exporter configured as nbgrader's generate_feedback, plus WithholdOutputs."""
-    converter = GenerateFeedback(coursedir=course.coursedir, config=course.config)
+    """An HTML exporter configured as nbgrader's generate_feedback, with the leak-free
+    preprocessors and template whatever the course's configuration says."""
+    config = Config(course.config)
+    config.merge(leak_free_feedback_config())
+    converter = GenerateFeedback(coursedir=course.coursedir, config=config)
     exporter = HTMLExporter(parent=converter, config=converter.config)
-    for preprocessor in (GetGrades, WithholdOutputs, CSSHTMLHeaderPreprocessor):
+    for preprocessor in FEEDBACK_PREPROCESSORS:
         exporter.register_preprocessor(preprocessor(parent=exporter), enabled=True)
     return exporter
 
@@ -165,9 +232,14 @@ def write_feedback(course: Course, submission: Submission, exporter: HTMLExporte
     remove_no_follow(destination, course.root)
     with open_folder(destination, course.root, create=True):
         pass
-    if (autograded / "timestamp.txt").exists():
-        timestamp = read_file_no_follow(autograded / "timestamp.txt", course.root)
-        write_file_no_follow(destination / "timestamp.txt", timestamp, course.root)
+    for name, fallback in ((TIMESTAMP, ""), (SUBMISSION_SECRET, secrets.token_hex(64))):
+        try:
+            content: bytes | str = read_file_no_follow(autograded / name, course.root)
+        except UnsafePath:  # missing (or a link)
+            # nbgrader's release_feedback stops at a feedback folder without these files; a
+            # submission that never went through the exchange gets a secret nobody holds
+            content = fallback
+        write_file_no_follow(destination / name, content, course.root)
     pages = []
     for path in sorted(autograded.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)

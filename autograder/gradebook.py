@@ -10,6 +10,9 @@ parent process; only the `Execute` step in the middle goes to the workers.
 A submission is graded in a staging folder and moved into autograded/ only after all its
 grades are committed; its record is written last (after its feedback). A submission with a
 record is done.
+
+The whole run uses one gradebook connection: the writer's own queries and nbgrader's
+preprocessors, which open a gradebook of their own per notebook, are lent it (`lent_gradebook`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
@@ -29,12 +33,21 @@ from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.converters import Autograde
-from nbgrader.preprocessors import ClearHiddenTests, Execute, OverwriteCells
+from nbgrader.preprocessors import (
+    ClearHiddenTests,
+    Execute,
+    OverwriteCells,
+    latesubmissions,
+    overwritecells,
+    overwritekernelspec,
+    saveautogrades,
+)
 from sqlalchemy.exc import SAWarning
 
+from autograder import duplicates
 from autograder.course import Course, GradingRecord, Submission
 from autograder.duplicates import ResolveCellCopies
-from autograder.execute import ExecutionResult
+from autograder.execute import ExecutionResult, imported_modules
 from autograder.missing_cells import RestoreMissingCells
 from autograder.safe_files import (
     UnsafePath,
@@ -58,6 +71,7 @@ class NotebookJob:
     notebook: str
     notebook_json: str
     workdir: str
+    modules: tuple[str, ...] = ()  # what its test cells import
 
 
 @dataclass
@@ -69,13 +83,65 @@ class OpenSubmission:
     pending: set[str]
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    not_graded: str = ""  # why the machinery could not grade it (it stays without a record)
+
+
+# nbgrader's preprocessors the writer runs that open a gradebook of their own, and ours
+GRADEBOOK_OPENERS = (
+    saveautogrades,
+    latesubmissions,
+    overwritecells,
+    overwritekernelspec,
+    duplicates,
+)
+
+
+class _Lent:
+    """The run's gradebook as a preprocessor's own: closing it leaves it open."""
+
+    def __init__(self, gradebook: Gradebook) -> None:
+        self._gradebook = gradebook
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._gradebook, name)
+
+    def __enter__(self) -> _Lent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def lent_gradebook(gradebook: Gradebook) -> Iterator[None]:
+    """Within the block, nbgrader's preprocessors (and ours) that open a gradebook get
+    `gradebook` instead; its changes are committed at the end (rolled back on an error)."""
+    lent = _Lent(gradebook)
+    originals = {module: module.Gradebook for module in GRADEBOOK_OPENERS}
+    for module in GRADEBOOK_OPENERS:
+        module.Gradebook = lambda *args, **kwargs: lent
+    try:
+        yield
+        gradebook.db.commit()
+    except BaseException:
+        gradebook.db.rollback()
+        raise
+    finally:
+        for module, original in originals.items():
+            module.Gradebook = original
 
 
 class GradebookWriter:
     """Prepares notebooks for the workers and saves what they return, one at a time."""
 
-    def __init__(self, course: Course, disk_bytes: int = 100 * 1024**2) -> None:
+    def __init__(
+        self, course: Course, gradebook: Gradebook, disk_bytes: int = 100 * 1024**2
+    ) -> None:
         self.course = course
+        self.gradebook = gradebook
         self.disk_bytes = disk_bytes
         autograde = Autograde(coursedir=course.coursedir, config=course.config)
         self.exclude_overwriting = autograde.exclude_overwriting
@@ -94,9 +160,9 @@ class GradebookWriter:
 
     def notebooks_of(self, assignment: str) -> list[str]:
         """The assignment's notebook names, or a GradingError if it is not in the gradebook."""
-        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+        with lent_gradebook(self.gradebook):
             try:
-                return [nb.name for nb in gb.find_assignment(assignment).notebooks]
+                return [nb.name for nb in self.gradebook.find_assignment(assignment).notebooks]
             except MissingEntry:
                 raise GradingError(
                     f"assignment '{assignment}' is not in the gradebook {self.course.db_url}: "
@@ -112,7 +178,8 @@ class GradebookWriter:
         staging = self.staging_root / submission.student / submission.assignment
         shutil.rmtree(staging, ignore_errors=True)
         staged = self._stage_files(submission, submitted, staging)
-        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
+        with lent_gradebook(self.gradebook):
+            gb = self.gradebook
             gb.update_or_create_student(submission.student)
             timestamp = self.course.timestamp(submitted)
             extra = {"timestamp": timestamp} if timestamp else {}
@@ -121,6 +188,9 @@ class GradebookWriter:
                 warnings.simplefilter("ignore", SAWarning)
                 gb.update_or_create_submission(submission.assignment, submission.student, **extra)
         opened = OpenSubmission(submission, staging, pending=set(), problems=staged)
+        provided = {
+            path.stem for path in self.course.source_folder(submission.assignment).iterdir()
+        }
         jobs = []
         for name, path in self._match_notebooks(expected, submitted, opened.problems).items():
             nb = self._read(path, name, opened.problems) if path else None
@@ -128,24 +198,27 @@ class GradebookWriter:
                 self._zero_notebook(submission, name)
                 continue
             try:
-                nb, _ = self.copies.preprocess(nb, self._resources(submission, name))
-                opened.problems += [f"{name}.ipynb {change}" for change in self.copies.changes]
-                changes = self._test_cell_changes(submission, name, nb)
-                nb = self._sanitize(submission, name, nb)
+                with lent_gradebook(self.gradebook):
+                    nb, _ = self.copies.preprocess(nb, self._resources(submission, name))
+                    opened.problems += [f"{name}.ipynb {change}" for change in self.copies.changes]
+                    changes = self._test_cell_changes(submission, name, nb)
+                    nb = self._sanitize(submission, name, nb)
             except Exception as error:  # e.g. nbgrader metadata the student broke
                 self.fail(opened, name, f"{type(error).__name__}: {error}")
                 continue
             opened.problems += changes
             opened.pending.add(name)
-            jobs.append(NotebookJob(submission, name, nbformat.writes(nb), str(staging)))
+            modules = imported_modules(nb, provided)
+            jobs.append(NotebookJob(submission, name, nbformat.writes(nb), str(staging), modules))
         return opened, jobs
 
     def save(self, opened: OpenSubmission, notebook: str, result: ExecutionResult) -> None:
         """Run nbgrader's grading preprocessors on an executed notebook: the grades are saved."""
         nb = nbformat.reads(result.notebook_json, as_version=nbformat.NO_CONVERT)
         resources = self._resources(opened.submission, notebook)
-        for preprocessor in self.graders:
-            nb, resources = preprocessor(nb, resources)
+        with lent_gradebook(self.gradebook):
+            for preprocessor in self.graders:
+                nb, resources = preprocessor(nb, resources)
         write_file_no_follow(
             opened.staging / f"{notebook}.ipynb", nbformat.writes(nb), self.course.root
         )
@@ -160,6 +233,17 @@ class GradebookWriter:
             f"{notebook}.ipynb could not be graded ({reason}): its cells scored 0"
         )
         opened.pending.discard(notebook)
+
+    def abandon(self, opened: OpenSubmission, notebook: str, reason: str) -> None:
+        """A notebook the machinery could not grade (InfrastructureFailure): the submission
+        gets no record, so the next run grades it again; the reason is kept for the report."""
+        opened.not_graded = opened.not_graded or f"{notebook}.ipynb: {reason}"
+        opened.pending.discard(notebook)
+
+    def drop(self, opened: OpenSubmission) -> None:
+        """Leave an abandoned submission ungraded: no record, its staging folder removed."""
+        shutil.rmtree(opened.staging, ignore_errors=True)
+        self.course.write_not_graded(opened.submission, opened.not_graded)
 
     def publish(self, opened: OpenSubmission) -> None:
         """Move the graded folder into autograded/ (its grades are committed by now).
@@ -183,6 +267,7 @@ class GradebookWriter:
             round(opened.seconds, 2),
         )
         self.course.write_record(record)
+        self.course.forget_not_graded(opened.submission)
         return record
 
     def remove_staging(self) -> None:
@@ -258,12 +343,13 @@ class GradebookWriter:
 
     def _zero_notebook(self, submission: Submission, notebook: str) -> None:
         """Score 0 for every cell of a notebook that cannot be graded; manual grades stay."""
-        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
-            found = gb.find_submission_notebook(notebook, submission.assignment, submission.student)
+        with lent_gradebook(self.gradebook):
+            found = self.gradebook.find_submission_notebook(
+                notebook, submission.assignment, submission.student
+            )
             for grade in found.grades:
                 grade.auto_score = 0
                 grade.needs_manual_grade = grade.manual_score is not None
-            gb.db.commit()
 
     def _test_cell_changes(
         self, submission: Submission, notebook: str, nb: NotebookNode
@@ -275,23 +361,23 @@ class GradebookWriter:
             if utils.is_grade(cell) and "grade_id" in cell.metadata.get("nbgrader", {})
         }
         changes = []
-        with Gradebook(self.course.db_url, self.course.coursedir.course_id) as gb:
-            source_notebook = gb.find_notebook(notebook, submission.assignment)
-            solution_names = {cell.name for cell in source_notebook.solution_cells}
-            for grade_cell in source_notebook.grade_cells:
-                if grade_cell.name in solution_names:
-                    continue
-                cell = submitted.get(grade_cell.name)
-                if cell is None:
-                    changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was deleted")
-                    continue
-                source = gb.find_source_cell(grade_cell.name, notebook, submission.assignment)
-                released = nbformat.v4.new_code_cell(
-                    source.source, metadata=copy.deepcopy(cell.metadata)
-                )
-                released, _ = self.hidden_tests.preprocess_cell(released, {}, 0)
-                if released.source.strip() != cell.source.strip():
-                    changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was edited")
+        gb = self.gradebook
+        source_notebook = gb.find_notebook(notebook, submission.assignment)
+        solution_names = {cell.name for cell in source_notebook.solution_cells}
+        for grade_cell in source_notebook.grade_cells:
+            if grade_cell.name in solution_names:
+                continue
+            cell = submitted.get(grade_cell.name)
+            if cell is None:
+                changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was deleted")
+                continue
+            source = gb.find_source_cell(grade_cell.name, notebook, submission.assignment)
+            released = nbformat.v4.new_code_cell(
+                source.source, metadata=copy.deepcopy(cell.metadata)
+            )
+            released, _ = self.hidden_tests.preprocess_cell(released, {}, 0)
+            if released.source.strip() != cell.source.strip():
+                changes.append(f"{notebook}.ipynb test cell {grade_cell.name} was edited")
         return [f"{change} (restored from source/)" for change in changes]
 
     def _sanitize(self, submission: Submission, notebook: str, nb: NotebookNode) -> NotebookNode:

@@ -14,6 +14,11 @@ its grades are committed, its autograded folder is in place and its feedback is 
 A killed run leaves at most the submissions in flight without a record; the next run grades
 them again, which updates the same gradebook rows (one row per student and cell), so no grade
 is lost or stored twice.
+
+Infrastructure failure is not a grade: a kernel that cannot start, or cannot import what the
+test cells import, raises InfrastructureFailure in the worker, and a worker that dies breaks the
+pool. Either way the submissions concerned get no record (the next run grades them) and a note
+saying why (`Course.write_not_graded`), which the command and the report show.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Protocol
 
+from nbgrader.api import Gradebook
 from traitlets.config import Config
 
 from autograder.course import Course, GradingRecord, Submission
-from autograder.execute import ExecutionResult, NotebookRunner
+from autograder.execute import ExecutionResult, InfrastructureFailure, NotebookRunner
 from autograder.feedback import feedback_exporter, write_feedback
 from autograder.gradebook import GradebookWriter, GradingError, NotebookJob, OpenSubmission
 from autograder.sandbox import SandboxPolicy
@@ -59,6 +65,8 @@ class Listener(Protocol):
     def started(self, total: int, skipped: int) -> None: ...
 
     def finished(self, record: GradingRecord) -> None: ...
+
+    def not_graded(self, submission: Submission, reason: str) -> None: ...
 
 
 class CourseBusy(Exception):
@@ -83,7 +91,7 @@ def _start_worker(
 
 
 def _execute(job: NotebookJob) -> ExecutionResult:
-    return _worker["runner"].run(job.notebook_json, job.workdir)
+    return _worker["runner"].run(job.notebook_json, job.workdir, job.modules)
 
 
 def _feedback(submission: Submission) -> int:
@@ -106,13 +114,15 @@ def grade(
     submissions: list[Submission],
     options: GradeOptions,
     listener: Listener,
+    gradebook: Gradebook,
     extra_config: Config | None = None,
 ) -> list[GradingRecord]:
-    """Grade every submission not graded yet (all of them with `force`); return the records."""
+    """Grade every submission not graded yet (all of them with `force`) with the run's one
+    gradebook connection; return the records."""
     lock = _lock(course)
     try:
         shutil.rmtree(course.state_folder / "staging", ignore_errors=True)
-        writer = GradebookWriter(course, options.policy.disk_bytes)
+        writer = GradebookWriter(course, gradebook, options.policy.disk_bytes)
         for assignment in sorted({s.assignment for s in submissions}):
             writer.notebooks_of(assignment)
         todo = [s for s in submissions if options.force or not course.is_graded(s)]
@@ -179,10 +189,21 @@ def _run_pool(
             opened, notebook = running.pop(future)
             error = future.exception()
             if isinstance(error, BrokenProcessPool):
+                died = "a grading worker died while grading it (out of memory?)"
+                held = {id(item[0]): item[0] for item in [(opened, notebook), *running.values()]}
+                for submission in held.values():
+                    submission.not_graded = submission.not_graded or died
+                    writer.drop(submission)
                 raise GradingError(
                     "a grading worker died (out of memory?); the submissions it held have no "
                     "grade yet: run the command again to finish them"
                 ) from error
+            if isinstance(error, InfrastructureFailure):
+                writer.abandon(opened, notebook, str(error))
+                if not opened.pending:
+                    writer.drop(opened)
+                    listener.not_graded(opened.submission, opened.not_graded)
+                continue
             if notebook is None:
                 if error is not None:
                     opened.problems.append(f"feedback failed: {error}")
@@ -194,5 +215,10 @@ def _run_pool(
                 writer.save(opened, notebook, future.result())
             except Exception as failure:  # one notebook's problem, never the batch's
                 writer.fail(opened, notebook, f"{type(failure).__name__}: {failure}")
-            if not opened.pending:
+            if opened.pending:
+                continue
+            if opened.not_graded:
+                writer.drop(opened)
+                listener.not_graded(opened.submission, opened.not_graded)
+            else:
                 publish(opened)

@@ -1,24 +1,46 @@
-"""What the instructor reads after grading: nbgrader's grade export and a class report.
+"""What the instructor reads after grading: nbgrader's grade export, an LMS export and a report.
 
-The report shows, per assignment, the distribution of scores (an inline SVG histogram)
-and, per test cell, the fraction of students who did not get its full points: the concept
-the class missed stands out. It also lists the submissions that need the instructor.
+`grading-report.html` opens offline (inline CSS and SVG, no script) and shows:
+
+- one row per student: the score of each assignment (linking to that student's feedback page),
+  the total, and why a submission needs the instructor (or that nothing does);
+- the class mean and median, per assignment and of the totals;
+- per assignment, the distribution of scores and, per test cell, what it checks (from its code)
+  and the fraction of students who did not get its full points, as a table and a bar chart;
+- the class's most frequent misunderstandings: the "likely misunderstanding" part of the teaching
+  messages in the graded notebooks' failing test cells, counted per student, with their names.
+
+Everything is read from the gradebook, the graded notebooks and the grading records, so
+`course-grade report` rebuilds it at any time (after manual grading in formgrader, say).
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import os
+import re
+import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
+from nbgrader import utils
 from nbgrader.api import Gradebook
 from nbgrader.plugins import CsvExportPlugin
 
 from autograder.course import Course, GradingRecord, Submission
-from autograder.submissions import marked_late
+from autograder.feedback import describe_test_cell
+from autograder.safe_files import read_file_no_follow
+from autograder.submissions import canvas_id, find_submissions, marked_late
 
 HISTOGRAM_BINS = 10
+# How a check's failure message names the misunderstanding (autograder.checks.fail); matched
+# loosely (any case and spacing, wrapped over lines) so a reworded message still counts.
+MISUNDERSTANDING = re.compile(r"likely\s+misunderstanding\s*:\s*(.+)", re.IGNORECASE | re.DOTALL)
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+MOST_FREQUENT = 15
 
 
 @dataclass
@@ -31,6 +53,7 @@ class TestCellStats:
     max_points: float
     students: int
     failed: int
+    checks: str = ""  # what it checks, from its code
 
     @property
     def failed_fraction(self) -> float:
@@ -38,45 +61,114 @@ class TestCellStats:
 
 
 @dataclass
+class Misunderstanding:
+    """A teaching message some students' failing test cells showed."""
+
+    assignment: str
+    message: str
+    students: set[str] = field(default_factory=set)
+
+
+@dataclass
 class ClassReport:
     """Scores and test-cell results of every graded submission in the gradebook."""
 
     scores: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    max_scores: dict[str, float] = field(default_factory=dict)  # per assignment
     tests: list[TestCellStats] = field(default_factory=list)
     attention: list[tuple[str, str, str]] = field(default_factory=list)
+    misunderstandings: list[Misunderstanding] = field(default_factory=list)
+    # (student, assignment) -> the feedback pages (paths), for the links
+    feedback: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
+
+    @property
+    def assignments(self) -> list[str]:
+        return sorted(self.max_scores)
+
+    def total(self, student: str) -> float:
+        return sum(score for score, _ in self.scores.get(student, {}).values())
+
+    @property
+    def max_total(self) -> float:
+        return sum(self.max_scores.values())
 
 
-def export_grades(course: Course, destination: Path) -> None:
+def export_grades(course: Course, destination: Path, gradebook: Gradebook) -> None:
     """nbgrader's own CSV export of the gradebook (the columns `nbgrader export` writes)."""
-    with Gradebook(course.db_url, course.coursedir.course_id) as gb:
-        CsvExportPlugin(to=str(destination), config=course.config).export(gb)
+    CsvExportPlugin(to=str(destination), config=course.config).export(gradebook)
 
 
-def collect_report(course: Course, records: list[GradingRecord]) -> ClassReport:
-    """Read scores and per-test results from the gradebook; reasons from the records."""
+def collect_report(course: Course, records: list[GradingRecord], gb: Gradebook) -> ClassReport:
+    """Read scores and per-test results from the gradebook, reasons from the records and the
+    notes of submissions the machinery could not grade, messages from the graded notebooks."""
     report = ClassReport()
     for record in records:
         for problem in record.problems:
             report.attention.append((record.student, record.assignment, problem))
-    with Gradebook(course.db_url, course.coursedir.course_id) as gb:
-        for assignment in gb.assignments:
-            submissions = gb.assignment_submissions(assignment.name)
-            for submission in submissions:
-                scores = report.scores.setdefault(submission.student_id, {})
-                scores[assignment.name] = (submission.score, submission.max_score)
-                if submission.needs_manual_grade:
-                    report.attention.append(
-                        (submission.student_id, assignment.name, "needs manual grading")
-                    )
-                lms = marked_late(course, Submission(submission.student_id, assignment.name))
-                if lms:
-                    report.attention.append(
-                        (submission.student_id, assignment.name, _lateness(lms, submission))
-                    )
-            for notebook in assignment.notebooks:
-                report.tests += _test_cell_stats(assignment.name, notebook)
+    for submission in find_submissions(course):
+        if reason := course.not_graded(submission):
+            report.attention.append(
+                (
+                    submission.student,
+                    submission.assignment,
+                    f"not graded yet ({reason}); `course-grade grade` grades it at its next run",
+                )
+            )
+    found: dict[tuple[str, str], Misunderstanding] = {}
+    for assignment in gb.assignments:
+        report.max_scores[assignment.name] = assignment.max_score
+        for submission in gb.assignment_submissions(assignment.name):
+            student = submission.student_id
+            report.scores.setdefault(student, {})[assignment.name] = (
+                submission.score,
+                submission.max_score,
+            )
+            if submission.needs_manual_grade:
+                report.attention.append((student, assignment.name, "needs manual grading"))
+            lms = marked_late(course, Submission(student, assignment.name))
+            if lms:
+                report.attention.append((student, assignment.name, _lateness(lms, submission)))
+            pages = sorted(course.folder("feedback", Submission(student, assignment.name)).glob(
+                "*.html"
+            ))  # fmt: skip
+            report.feedback[(student, assignment.name)] = pages
+            for message in _messages(course, Submission(student, assignment.name)):
+                key = (assignment.name, message)
+                found.setdefault(key, Misunderstanding(assignment.name, message)).students.add(
+                    student
+                )
+        for notebook in assignment.notebooks:
+            report.tests += _test_cell_stats(assignment.name, notebook)
+    report.misunderstandings = sorted(
+        found.values(), key=lambda m: (-len(m.students), m.assignment, m.message)
+    )
     report.attention.sort()
     return report
+
+
+def _messages(course: Course, submission: Submission) -> Iterator[str]:
+    """The misunderstandings the failing test cells of a graded submission name, once each."""
+    folder = course.folder("autograded", submission)
+    seen = set()
+    for path in sorted(folder.glob("*.ipynb")):
+        try:
+            nb = nbformat.reads(read_file_no_follow(path, course.root).decode(), as_version=4)
+        except Exception:  # noqa: BLE001 - an unreadable graded notebook shows no message
+            continue
+        for cell in nb.cells:
+            if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+                continue
+            for output in cell.get("outputs", []):
+                if output.get("output_type") != "error":
+                    continue
+                text = str(output.get("evalue", ""))
+                if not MISUNDERSTANDING.search(text):
+                    text = ANSI_ESCAPE.sub("", "\n".join(output.get("traceback", [])))
+                if match := MISUNDERSTANDING.search(text):
+                    message = " ".join(match[1].split())
+                    if message and message not in seen:
+                        seen.add(message)
+                        yield message
 
 
 def _lateness(lms: str, submission) -> str:
@@ -96,6 +188,7 @@ def _lateness(lms: str, submission) -> str:
 
 def _test_cell_stats(assignment: str, notebook) -> list[TestCellStats]:
     solutions = {cell.name for cell in notebook.solution_cells}
+    sources = {cell.name: cell.source for cell in notebook.source_cells}
     scores_by_cell: dict[str, list[float]] = {}
     for submission in notebook.submissions:
         for grade in submission.grades:
@@ -106,14 +199,17 @@ def _test_cell_stats(assignment: str, notebook) -> list[TestCellStats]:
             continue
         scores = scores_by_cell.get(cell.name, [])
         failed = sum(1 for score in scores if score < cell.max_score)
+        checks = describe_test_cell(sources.get(cell.name, ""))
         stats.append(
-            TestCellStats(assignment, notebook.name, cell.name, cell.max_score, len(scores), failed)
+            TestCellStats(
+                assignment, notebook.name, cell.name, cell.max_score, len(scores), failed, checks
+            )
         )
     return stats
 
 
 def write_report_csv(report: ClassReport, destination: Path) -> None:
-    """One row per test cell: how many students failed it."""
+    """One row per test cell: what it checks, how many students failed it."""
     with open(destination, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -121,6 +217,7 @@ def write_report_csv(report: ClassReport, destination: Path) -> None:
                 "assignment",
                 "notebook",
                 "test_cell",
+                "checks",
                 "max_points",
                 "students",
                 "failed",
@@ -133,12 +230,49 @@ def write_report_csv(report: ClassReport, destination: Path) -> None:
                     test.assignment,
                     test.notebook,
                     test.cell,
+                    test.checks,
                     test.max_points,
                     test.students,
                     test.failed,
                     f"{test.failed_fraction:.3f}",
                 ]
             )
+
+
+CANVAS_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+
+
+def write_canvas_csv(course: Course, report: ClassReport, gb: Gradebook, destination: Path) -> None:
+    """The grades as Canvas's gradebook imports them: its five student columns, a "Points
+    Possible" row, one column per assignment. A student known from a Canvas export is matched
+    by their Canvas user id (ID); any other by their nbgrader id as SIS Login ID."""
+    assignments = report.assignments
+    with open(destination, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*CANVAS_COLUMNS, *assignments])
+        writer.writerow(
+            ["Points Possible", "", "", "", "", *(f"{report.max_scores[a]:g}" for a in assignments)]
+        )
+        for student in sorted(report.scores):
+            record = gb.find_student(student)
+            name = ", ".join(part for part in (record.last_name, record.first_name) if part)
+            user_id = canvas_id(course, student)
+            scores = report.scores[student]
+            writer.writerow(
+                [
+                    _spreadsheet_safe(name or student),
+                    user_id or "",
+                    "",
+                    "" if user_id else _spreadsheet_safe(student),
+                    "",
+                    *(f"{scores[a][0]:g}" if a in scores else "" for a in assignments),
+                ]
+            )
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """A value a spreadsheet shows as text, never runs as a formula."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
 
 
 def histogram_svg(percentages: list[float], width: int = 420, height: int = 160) -> str:
@@ -176,10 +310,79 @@ def histogram_svg(percentages: list[float], width: int = 420, height: int = 160)
     return "".join(parts)
 
 
+def failures_svg(tests: list[TestCellStats], width: int = 420) -> str:
+    """A horizontal bar per test cell: the percentage of students who failed it."""
+    row, label = 18, 150
+    height = row * len(tests) + 22
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
+    for index, test in enumerate(tests):
+        y = index * row
+        bar = (width - label - 40) * test.failed_fraction
+        parts.append(
+            f'<text x="{label - 4}" y="{y + 13}" font-size="11" text-anchor="end">'
+            f"{html.escape(test.cell[:24])}</text>"
+            f'<rect x="{label}" y="{y + 3}" width="{bar:.1f}" height="{row - 6}" fill="#c0504d">'
+            f"<title>{html.escape(test.cell)}: {test.failed}/{test.students}</title></rect>"
+            f'<text x="{label + bar + 4:.1f}" y="{y + 13}" font-size="11">'
+            f"{100 * test.failed_fraction:.0f} %</text>"
+        )
+    parts.append(
+        f'<text x="{width / 2}" y="{height - 4}" font-size="11" text-anchor="middle">'
+        "students who failed each test cell, %</text></svg>"
+    )
+    return "".join(parts)
+
+
+def _mean_median(values: list[float]) -> str:
+    if not values:
+        return "no submissions"
+    return f"mean {statistics.fmean(values):.2f}, median {statistics.median(values):g}"
+
+
 def write_report_html(report: ClassReport, destination: Path) -> None:
-    """The instructor's page: score histograms, test cells by failure rate, attention list."""
+    """The instructor's page (see the module's docstring); it works offline."""
     esc = html.escape
-    assignments = sorted({name for scores in report.scores.values() for name in scores})
+    assignments = report.assignments
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for student, assignment, reason in report.attention:
+        reasons.setdefault((student, assignment), []).append(reason)
+
+    def link(student: str, assignment: str, text: str) -> str:
+        pages = report.feedback.get((student, assignment), [])
+        if not pages:
+            return esc(text)
+        target = Path(os.path.relpath(pages[0], destination.resolve().parent)).as_posix()
+        return f'<a href="{esc(target)}">{esc(text)}</a>'
+
+    header = "".join(f"<th>{esc(a)} ({report.max_scores[a]:g})</th>" for a in assignments)
+    rows = []
+    for student in sorted(set(report.scores) | {student for student, _, _ in report.attention}):
+        scores = report.scores.get(student, {})
+        cells = "".join(
+            f'<td class="num">{link(student, a, f"{scores[a][0]:g}")}</td>'
+            if a in scores
+            else '<td class="num">-</td>'
+            for a in assignments
+        )
+        notes = [
+            f"{esc(assignment)}: {esc(reason)}"
+            for (who, assignment), texts in sorted(reasons.items())
+            if who == student
+            for reason in texts
+        ]
+        rows.append(
+            f"<tr><td>{esc(student)}</td>{cells}"
+            f'<td class="num">{report.total(student):g} / {report.max_total:g}</td>'
+            f"<td>{'<br>'.join(notes) or 'nothing'}</td></tr>"
+        )
+    summary = "".join(
+        f"<li>{esc(a)}: {_mean_median([s[a][0] for s in report.scores.values() if a in s])} "
+        f"of {report.max_scores[a]:g} points</li>"
+        for a in assignments
+    )
+    totals = [report.total(student) for student in report.scores]
+    summary += f"<li>total: {_mean_median(totals)} of {report.max_total:g} points</li>"
+
     sections = []
     for assignment in assignments:
         percentages = [
@@ -192,29 +395,48 @@ def write_report_html(report: ClassReport, destination: Path) -> None:
             (t for t in report.tests if t.assignment == assignment),
             key=lambda t: -t.failed_fraction,
         )
-        rows = "".join(
-            f"<tr><td>{esc(t.notebook)}</td><td>{esc(t.cell)}</td><td>{t.max_points:g}</td>"
-            f"<td>{t.failed}/{t.students}</td><td>{100 * t.failed_fraction:.0f} %</td></tr>"
+        test_rows = "".join(
+            f"<tr><td>{esc(t.notebook)}</td><td>{esc(t.cell)}</td><td>{esc(t.checks)}</td>"
+            f'<td class="num">{t.max_points:g}</td><td class="num">{t.failed}/{t.students}</td>'
+            f'<td class="num">{100 * t.failed_fraction:.0f} %</td></tr>'
             for t in tests
         )
         sections.append(
-            f"<h2>{esc(assignment)}</h2><p>{len(percentages)} submissions.</p>"
-            f"{histogram_svg(percentages)}"
-            "<table><tr><th>Notebook</th><th>Test cell</th><th>Points</th><th>Failed</th>"
-            f"<th>Failed fraction</th></tr>{rows}</table>"
+            f"<h3>{esc(assignment)}</h3><p>{len(percentages)} submissions.</p>"
+            f'<div class="plots">{histogram_svg(percentages)}{failures_svg(tests)}</div>'
+            "<table><tr><th>Notebook</th><th>Test cell</th><th>What it checks</th>"
+            f"<th>Points</th><th>Failed</th><th>Failed fraction</th></tr>{test_rows}</table>"
         )
-    attention = "".join(
-        f"<tr><td>{esc(student)}</td><td>{esc(assignment)}</td><td>{esc(reason)}</td></tr>"
-        for student, assignment, reason in report.attention
+
+    frequent = report.misunderstandings[:MOST_FREQUENT]
+    misunderstandings = (
+        "<table><tr><th>Students</th><th>Assignment</th><th>Likely misunderstanding</th>"
+        "<th>Who</th></tr>"
+        + "".join(
+            f'<tr><td class="num">{len(m.students)}</td><td>{esc(m.assignment)}</td>'
+            f"<td>{esc(m.message)}</td><td>{esc(', '.join(sorted(m.students)))}</td></tr>"
+            for m in frequent
+        )
+        + "</table>"
+        if frequent
+        else "<p>No failing test cell named a misunderstanding.</p>"
     )
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Grading report</title>"
-        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}</style>"
+        "<style>body{font-family:sans-serif;max-width:72em;margin:auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;vertical-align:top;overflow-wrap:anywhere}"
+        "td.num{text-align:right;white-space:nowrap}th{background:#f0f0f0}"
+        ".plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}</style>"
         "</head><body><h1>Grading report</h1>"
-        f"{''.join(sections)}"
-        "<h2>Submissions that need attention</h2>"
-        "<table><tr><th>Student</th><th>Assignment</th><th>Reason</th></tr>"
-        f"{attention}</table></body></html>"
+        f"<h2>Class</h2><ul>{summary}</ul>"
+        "<h2>Most frequent misunderstandings</h2>"
+        "<p>From the teaching messages of the failing test cells, each student counted once "
+        f"per message.</p>{misunderstandings}"
+        "<h2>Students</h2><p>Each score links to the student's feedback page.</p>"
+        f"<table><tr><th>Student</th>{header}<th>Total</th><th>Needs attention</th></tr>"
+        f"{''.join(rows)}</table>"
+        f"<h2>Assignments</h2>{''.join(sections)}"
+        "</body></html>"
     )
     destination.write_text(page, encoding="utf-8")

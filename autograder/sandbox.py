@@ -15,8 +15,10 @@ adds per-process limits (address space, file size, core dumps, CPU time as a bac
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -53,6 +55,14 @@ ETC_FILES = (
 SEARCH_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_MESSAGE_BYTES = 256 * 1024**2  # one message from a kernel (a cell keeps far less)
 CPU_BACKSTOP_SECONDS = 10  # per-process CPU limit past the cgroup's, when a cgroup holds it
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None).prctl  # looked up now: the child calls it between fork and exec
+
+
+def _die_with_parent() -> None:
+    """In the kernel's process before it starts: be killed when the worker that starts it dies
+    (even by SIGKILL), with or without bubblewrap (whose --die-with-parent does the same)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -223,9 +233,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         return self.policy.wrap(command, self.workdir, self.runtime_dir, tuple(self.cgroup_procs))
 
     async def start_kernel(self, **kwargs: object) -> None:
-        """Start the kernel with its stdout and stderr discarded (outputs go over ZeroMQ)."""
+        """Start the kernel with its stdout and stderr discarded (outputs go over ZeroMQ),
+        killed when the process that starts it dies."""
         kwargs.setdefault("stdout", subprocess.DEVNULL)
         kwargs.setdefault("stderr", subprocess.DEVNULL)
+        kwargs.setdefault("preexec_fn", _die_with_parent)
         await super().start_kernel(**kwargs)
 
     def client(self, **kwargs: object) -> AsyncKernelClient:

@@ -363,6 +363,7 @@ def _place(
         return
     shutil.rmtree(replaced, ignore_errors=True)
     _mark_late(course, submission, exported.late_by())
+    _note_canvas_id(course, submission.student, exported)
     unpacked.updated.append(submission)
 
 
@@ -390,6 +391,27 @@ def _mark_late(course: Course, submission: Submission, lms: str | None) -> None:
         mark.unlink(missing_ok=True)
     else:
         write_file_no_follow(mark, lms, course.root)
+
+
+def _canvas_id_file(course: Course, student: str) -> Path:
+    return course.state_folder / "canvas-ids" / student
+
+
+def _note_canvas_id(course: Course, student: str, exported: ExportedSubmission) -> None:
+    """Keep the Canvas user id of a student whose submission came from a Canvas export (the
+    LMS grade export matches students by it)."""
+    place = next(iter(exported.files.values()))[1]
+    if place.lms == "Canvas" and place.participant:
+        write_file_no_follow(_canvas_id_file(course, student), place.participant, course.root)
+
+
+def canvas_id(course: Course, student: str) -> str | None:
+    """The Canvas user id of a student known from a Canvas export, or None."""
+    try:
+        text = _canvas_id_file(course, student).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None
 
 
 def marked_late(course: Course, submission: Submission) -> str | None:

@@ -31,7 +31,9 @@ FULL = {"test_add": 2.0, "test_mul": 3.0}
 ADD_ONLY = {"test_add": 2.0, "test_mul": 0.0}
 NOTHING = {"test_add": 0.0, "test_mul": 0.0}
 
-CONFIG = """c = get_config()
+CONFIG = """from autograder.feedback import leak_free_feedback_config
+c = get_config()
+c.merge(leak_free_feedback_config())
 c.CourseDirectory.course_id = "grading-test"
 c.CourseDirectory.db_url = "sqlite:///{root}/gradebook.db"
 c.OverwriteCells.add_missing_cells = True

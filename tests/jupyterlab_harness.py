@@ -48,6 +48,12 @@ CHROMIUM_FLAGS = [
 JUPYTER = Path(sys.executable).with_name("jupyter")
 KERNEL_IDLE = "Python 3 (ipykernel) | Idle"
 EXECUTED_PROMPT = re.compile(r"^\[\d+\]:$")
+# Whether an element is in the viewport after the next frame has been laid out.
+IN_VIEWPORT_NEXT_FRAME = """element => new Promise(resolve => requestAnimationFrame(
+    () => requestAnimationFrame(() => {
+        const box = element.getBoundingClientRect();
+        resolve(box.bottom > 0 && box.top < window.innerHeight);
+    })))"""
 # User settings written before the server starts: no news pop-up over the notebook.
 USER_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
@@ -302,8 +308,14 @@ class NotebookPage:
         self._wait_until_ran(range(index, self.cells.count()))
 
     def screenshot(self, path: Path, bottom: Locator) -> None:
-        """Save a PNG of the notebook panel scrolled to end at `bottom`: it and the cells above."""
-        bottom.scroll_into_view_if_needed()
+        """Save a PNG of the notebook panel scrolled to end at `bottom`: it and the cells above.
+
+        In a long notebook the cells scrolled past render at their real heights once in view and
+        can push `bottom` out again: scroll until a frame later it is still in view."""
+        for _attempt in range(5):
+            bottom.scroll_into_view_if_needed()
+            if bottom.evaluate(IN_VIEWPORT_NEXT_FRAME):
+                break
         expect(bottom).to_be_in_viewport()
         self.page.locator(".jp-NotebookPanel:visible").screenshot(path=path, animations="disabled")
 

@@ -38,9 +38,13 @@ from typing import Any
 import sqlalchemy.orm.query
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import InstanceState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
+
+try:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
+except ImportError:  # no greenlet (Pyodide, in the browser): no asyncio session can exist there
+    AsyncSession = async_scoped_session = async_sessionmaker = type("NoAsyncio", (), {})
 
 from session_visualizer.snapshot import (
     GONE,

@@ -19,10 +19,11 @@ $(VENV)/.installed: pyproject.toml jupyter-settings/overrides.json
 	install -D -m 644 jupyter-settings/overrides.json $(LAB_SETTINGS)
 	touch $@
 
-## Install everything and open the course in JupyterLab, at the first lesson, in the student's copies.
+## Install everything and open the course in JupyterLab, at the first lesson, in the student's copies,
+## without nbgrader's instructor tools (jupyter-settings/student/).
 course: $(VENV)/.installed
 	$(BIN)/python tools/working_copies.py $(WORKSPACE)
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(WORKSPACE) \
+	JUPYTER_CONFIG_PATH=$(abspath jupyter-settings/student) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(WORKSPACE) \
 	  $(WORKSPACE)/notebooks/01-session-lifecycle.ipynb
 
 ## Debian packages the tests use: Chromium for the browser test, bubblewrap for the grading sandbox.

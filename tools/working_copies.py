@@ -5,6 +5,8 @@ Usage: python tools/working_copies.py [WORKSPACE]   (default: workspace/, ignore
 `make course` serves this folder, not the repository: JupyterLab saves (and autosaves) into the
 copies, so the tracked lessons never change and `git pull` brings course updates without conflicts.
 A file the student already has is left as it is; delete it to get the course's current version.
+Only the lessons and the student versions of the assignments are copied: never source/ (solutions
+and hidden tests), the gradebook or anything else of the instructor's.
 """
 
 import shutil
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-FOLDERS = ("notebooks", "release")
+FOLDERS = ("notebooks", "release")  # what a student sees; nothing else of the repository
 
 
 def copy_if_missing(source: str, destination: str) -> str:

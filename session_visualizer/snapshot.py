@@ -31,6 +31,21 @@ LIFECYCLE_EVENTS: dict[str, tuple[str, str]] = {
     "deleted_to_persistent": ("deleted", "persistent"),
 }
 
+# The events SQLAlchemy fires in a loop over a set of objects (a flush making a parent and its
+# children persistent, a rollback detaching some and making others transient), in an order that
+# changes from one run of a program to the next: a run of one group's events is listed in tracker
+# order. The other events come in the caller's order (add) or the rows' (load) and keep it.
+SET_ORDER_GROUPS: dict[str, str] = {
+    "pending_to_persistent": "flush made persistent",
+    "persistent_to_deleted": "flush deleted",
+    "deleted_to_persistent": "rollback restored",
+    **dict.fromkeys(
+        ("persistent_to_transient", "pending_to_transient", "persistent_to_detached",
+         "deleted_to_detached"),
+        "detached",
+    ),
+}
+
 
 def state_name(insp: InstanceState) -> str:
     """The lifecycle state of an inspected object: one of ``STATES``."""
@@ -202,16 +217,17 @@ class Step:
     @functools.cached_property
     def _listed(self) -> list[int]:
         """The positions of the transitions in the order they are listed: as they happened,
-        except that a run of the same event (a flush making a parent and its children
-        persistent) is in tracker order. SQLAlchemy fires such a run over a set of objects,
-        whose order changes from one run of a program to the next."""
+        except that a run of events SQLAlchemy fires in one loop over a set of objects (see
+        ``SET_ORDER_GROUPS``) is in tracker order."""
         keys, _labels, events = self.transition_columns
         listed: list[int] = []
-        start = 0
-        for end in range(1, len(events) + 1):
-            if end == len(events) or events[end] != events[start]:
-                listed += sorted(range(start, end), key=keys.__getitem__)
-                start = end
+        start, count = 0, len(events)
+        while start < count:
+            group, end = SET_ORDER_GROUPS.get(events[start]), start + 1
+            while group is not None and end < count and SET_ORDER_GROUPS.get(events[end]) == group:
+                end += 1
+            listed += sorted(range(start, end), key=keys.__getitem__)
+            start = end
         return listed
 
     @property

@@ -565,6 +565,23 @@ def test_a_cascade_shows_each_child_and_lists_them_in_tracker_order(session):
     assert transitions[:1] == tracker.history[-1].first_transitions(1)
 
 
+def test_a_rollback_lists_the_objects_it_makes_transient_in_tracker_order(session):
+    """A rollback makes flushed and pending objects transient in one loop over a set: the two
+    events interleave in an order that changes from run to run, and are listed in tracker order."""
+    tracker = SessionTracker(session)
+    users = [User(name=name) for name in "abcdefghij"]
+    session.add_all(users[:5])
+    session.flush()
+    session.add_all(users[5:])
+    session.rollback()
+    assert Timeline(tracker).text.splitlines()[1:] == [
+        *(f"  User(id={number}, name={name!r}): persistent -> transient"
+          for number, name in enumerate("abcde", start=1)),
+        *(f"  User(id=None, name={name!r}): pending -> transient" for name in "fgh"),
+        "  +2 more",
+    ]
+
+
 def test_a_panel_of_two_classes_keeps_each_long_label_inside_its_box(session):
     """Labels of another class can hold a token wider than a box: each box wraps it anywhere."""
     tracker = SessionTracker(session)

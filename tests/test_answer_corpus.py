@@ -1,0 +1,349 @@
+"""The answer corpus, graded: answers written many ways earn full points, misconceptions lose.
+
+Every answer of tests/answers/ becomes one student: the released notebook with that answer in its
+cell and the source's solutions in every other. One temporary course holds them all, and one run of
+`course-grade grade --jobs 2` grades them in parallel (the same nbgrader preprocessors, sandbox and
+guard as a real class). The autograded notebooks then also show what a student sees in JupyterLab:
+a failing test cell's output starts with the teaching message, a passing visible one prints a line.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from answers import Answer
+from nbformat import NotebookNode
+from test_assignments import (
+    SOLUTION_MARKERS,
+    exercise_points,
+    is_hidden_test,
+    is_solution_cell,
+    is_test_cell,
+    nbgrader_meta,
+    read_notebook,
+)
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Object of type <Submitted:sqlalchemy.exc.SAWarning"),
+    pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = str(Path(sys.executable).parent / "course-grade")
+POINTS = 10
+MINIMUM_ANSWERS = 3  # correct ones, and wrong ones, per graded exercise
+
+
+def corpus() -> dict[str, dict[str, list[Answer]]]:
+    """{assignment: {solution grade_id: answers}} for every assignment of source/ with a corpus."""
+    found = {}
+    for folder in sorted((ROOT / "source").iterdir()):
+        module = f"answers.{folder.name.replace('-', '_')}"
+        if (ROOT / "tests" / f"{module.replace('.', '/')}.py").is_file():
+            found[folder.name] = importlib.import_module(module).ANSWERS
+    return found
+
+
+@dataclass(frozen=True)
+class Case:
+    """One answer of the corpus: its assignment, the exercise it answers, the answer."""
+
+    assignment: str
+    exercise: str
+    answer: Answer
+    number: int  # its place among the exercise's answers
+
+    @property
+    def student(self) -> str:
+        """The student whose notebook holds this answer.
+
+        Exercises are independent (each test cell sets the table it needs), so student ``k``
+        answers every exercise with its ``k``-th answer (the solution where there is none): the
+        corpus is graded in a few notebooks, and each exercise's cells are asserted on their own.
+        An answer that changes the notebook's whole score has a notebook of its own.
+        """
+        if self.answer.total is not None:
+            return f"{self.assignment}--{self.exercise}--{self.answer.name}"
+        return f"{self.assignment}--{self.number}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.assignment}:{self.exercise}:{self.answer.name}"
+
+
+CORPUS = corpus()
+CASES = [
+    Case(assignment, exercise, answer, number)
+    for assignment, exercises in CORPUS.items()
+    for exercise, answers in exercises.items()
+    for number, answer in enumerate(answers)
+]
+SOLVED = "solved"  # the student whose every answer is the source's solution
+
+
+def solutions(source: NotebookNode) -> dict[str, str]:
+    """The source's answer of each solution cell, without nbgrader's markers."""
+    return {
+        nbgrader_meta(cell)["grade_id"]: "\n".join(
+            line for line in cell.source.splitlines() if line.strip() not in SOLUTION_MARKERS
+        )
+        for cell in source.cells
+        if is_solution_cell(cell)
+    }
+
+
+def submission(release: NotebookNode, answers: dict[str, str]) -> NotebookNode:
+    nb = copy.deepcopy(release)
+    for cell in nb.cells:
+        if is_solution_cell(cell):
+            cell.source = answers[nbgrader_meta(cell)["grade_id"]]
+    return nb
+
+
+def exercise_of_cells(source: NotebookNode) -> dict[str, str]:
+    """{test cell grade_id: the solution cell it tests}."""
+    tested, current = {}, ""
+    for cell in source.cells:
+        if is_solution_cell(cell):
+            current = nbgrader_meta(cell)["grade_id"]
+        elif is_test_cell(cell):
+            tested[nbgrader_meta(cell)["grade_id"]] = current
+    return tested
+
+
+@dataclass
+class Graded:
+    """The graded course: each student's score per test cell, and where the notebooks are."""
+
+    root: Path
+    scores: dict[str, dict[str, dict[str, float]]]  # student -> assignment -> cell -> score
+
+    def notebook(self, student: str, assignment: str) -> NotebookNode:
+        path = self.root / "autograded" / student / assignment / f"{assignment}.ipynb"
+        return nbformat.read(path, as_version=4)
+
+    def earned(self, case: Case) -> float:
+        tested = exercise_of_cells(read_notebook(self.root / "source", case.assignment))
+        scores = self.scores[case.student][case.assignment]
+        return sum(score for cell, score in scores.items() if tested[cell] == case.exercise)
+
+
+def gradebook_scores(root: Path) -> dict[str, dict[str, dict[str, float]]]:
+    from nbgrader.api import Grade, Gradebook
+
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        for grade in gradebook.db.query(Grade).all():
+            notebook = grade.notebook
+            student = notebook.assignment.student.id
+            assignment = notebook.assignment.assignment.name
+            scores.setdefault(student, {}).setdefault(assignment, {})[grade.cell.name] = (
+                grade.auto_score
+            )
+    return scores
+
+
+def submit(root: Path, student: str, assignment: str, nb: NotebookNode) -> None:
+    folder = root / "submitted" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, folder / f"{assignment}.ipynb")
+
+
+def grade_corpus(root: Path) -> Graded:
+    """Copy the course to ``root``, submit every corpus answer and the solutions, grade them."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    for assignment in CORPUS:
+        shutil.copytree(ROOT / "source" / assignment, root / "source" / assignment)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    # nbgrader runs `alembic` (installed next to this Python) to create the gradebook.
+    bin_folder = str(Path(sys.executable).parent)
+    os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    for assignment in CORPUS:
+        result = api.generate_assignment(assignment, force=True)
+        assert result["success"], result.get("error") or result.get("log")
+        source = read_notebook(root / "source", assignment)
+        release = read_notebook(root / "release", assignment)
+        answers = solutions(source)
+        students: dict[str, dict[str, str]] = {SOLVED: answers}
+        for case in CASES:
+            if case.assignment == assignment:
+                students.setdefault(case.student, dict(answers))[case.exercise] = (
+                    case.answer.source
+                )
+        for student, cells in students.items():
+            submit(root, student, assignment, submission(release, cells))
+    run = subprocess.run(
+        [COMMAND, "grade", "--jobs", "2"], cwd=root, capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return Graded(root, gradebook_scores(root))
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
+    """Every corpus answer and the solutions, submitted to one course and graded in one run."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", os.environ["PATH"])  # grade_corpus puts nbgrader's bin folder first
+        return grade_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+# --- the corpus itself ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("assignment", sorted(CORPUS))
+def test_every_graded_exercise_has_three_correct_and_three_wrong_answers(assignment: str) -> None:
+    points = exercise_points(read_notebook(ROOT / "source", assignment))
+    assert set(CORPUS[assignment]) == set(points), "the corpus answers every graded exercise"
+    for exercise, answers in CORPUS[assignment].items():
+        right = [answer for answer in answers if answer.keeps is None]
+        wrong = [answer for answer in answers if answer.keeps is not None]
+        assert len(right) >= MINIMUM_ANSWERS and len(wrong) >= MINIMUM_ANSWERS, exercise
+        assert len({answer.name for answer in answers}) == len(answers), exercise
+        for answer in wrong:
+            assert answer.why and 0 <= answer.keeps < points[exercise], (exercise, answer.name)
+
+
+def test_the_issues_examples_are_in_the_corpus() -> None:
+    names = {(case.exercise, case.answer.name): case.answer for case in CASES}
+    assert names[("rename-user", "session-begin-inside")].keeps == 0
+    assert names[("sharing", "merge-then-expunge")].keeps is None
+    assert names[("capitalise-name", "never-closes")].keeps is not None
+    assert names[("find-user", "one")].keeps == 0
+    assert names[("sharing", "add-to-the-target-only")].keeps == 0
+    assert names[("delete-user", "a-new-object-with-the-id")].keeps == 0
+
+
+# --- graded -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("assignment", sorted(CORPUS))
+def test_the_solutions_earn_full_points(graded: Graded, assignment: str) -> None:
+    assert sum(graded.scores[SOLVED][assignment].values()) == POINTS
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_each_answer_earns_exactly_its_points(graded: Graded, case: Case) -> None:
+    full = exercise_points(read_notebook(ROOT / "source", case.assignment))[case.exercise]
+    scores = graded.scores[case.student][case.assignment]
+    if case.answer.total is not None:
+        assert sum(scores.values()) == case.answer.total, scores
+    else:
+        assert graded.earned(case) == (full if case.answer.keeps is None else case.answer.keeps), (
+            scores
+        )
+
+
+# --- what a student reads: the failing cell's output, in JupyterLab and the feedback page -------
+
+# A misconception of the corpus, the test cell that catches it, and what that cell must teach
+# (the issue's raw errors and misdiagnoses among them).
+TEACHES = {
+    ("crud:find-user:one", "test-find-user"): "one() (and scalar_one()) raise NoResultFound",
+    ("scoped-sessions:sharing:add-to-the-target-only", "test-sharing"): (
+        "an object belongs to one session at a time"
+    ),
+    ("crud:delete-user:a-new-object-with-the-id", "test-delete-user"): (
+        "a new User(id=...) is transient, whatever its id"
+    ),
+    ("crud:rename-user:session-begin-inside", "test-rename-user"): (
+        "the caller owns the session and its transaction"
+    ),
+    ("crud:add-users:ids-before-flush", "hidden-add-users"): "an id is None until the session",
+    ("object-states:state-of:an-id-means-persistent", "test-state-of"): (
+        "the DELETE was flushed: the object is no longer persistent"
+    ),
+    ("object-states:state-of:was-deleted-means-deleted", "test-state-of"): (
+        "was_deleted stays True, but deleted is False"
+    ),
+    ("crud:delete-user:no-check-for-none", "hidden-delete-user"): (
+        "a lookup found no row and returned None"
+    ),
+    ("scoped-sessions:worker:reads-the-id-after-remove", "test-worker"): (
+        "the object is detached (its session was closed or removed)"
+    ),
+    ("object-states:capitalise-name:never-closes", "hidden-capitalise-name"): (
+        "keeping it open to get around the DetachedInstanceError leaks a session"
+    ),
+    ("crud:find-or-create:autoflush-turned-off", "test-find-or-create"): "autoflushes it",
+    ("scoped-sessions:sharing:merge-without-expunge", "test-sharing"): (
+        "merge() copies the object into target but leaves the original in source"
+    ),
+    ("crud:add-users:commits-the-callers-session", "hidden-add-users"): (
+        "a function handed a session must not commit it"
+    ),
+}
+
+
+def cell_outputs(graded: Graded, student: str, assignment: str, grade_id: str) -> list:
+    nb = graded.notebook(student, assignment)
+    cell = next(cell for cell in nb.cells if nbgrader_meta(cell).get("grade_id") == grade_id)
+    return cell.outputs
+
+
+@pytest.mark.parametrize(("case_id", "grade_id"), sorted(TEACHES))
+def test_each_known_mistake_gets_its_teaching_message(
+    graded: Graded, case_id: str, grade_id: str
+) -> None:
+    from autograder.feedback import message_arguments, shown_message
+
+    case = next(case for case in CASES if case.id == case_id)
+    [error] = cell_outputs(graded, case.student, case.assignment, grade_id)
+    assert error.output_type == "error" and error.ename == "AssertionError"
+    message = error.evalue.rpartition("\n  likely misunderstanding: ")[2]
+    assert TEACHES[case_id, grade_id] in message
+    # the feedback page shows the same message: the cell's own, or one autograder.checks raises
+    source = read_notebook(ROOT / "source", case.assignment)
+    cell = next(cell for cell in source.cells if nbgrader_meta(cell).get("grade_id") == grade_id)
+    assert shown_message(error, message_arguments(cell.source)) == f"AssertionError: {message}"
+
+
+def test_a_failing_cell_shows_only_the_teaching_message_wrapped(graded: Graded) -> None:
+    from autograder.checks import WIDTH
+
+    failing = [
+        output
+        for (case_id, grade_id) in TEACHES
+        for case in CASES
+        if case.id == case_id
+        for output in cell_outputs(graded, case.student, case.assignment, grade_id)
+    ]
+    assert failing
+    for error in failing:
+        # JupyterLab shows `traceback`: the message itself, first line first, no frame of the
+        # checking helpers (IPython uses the exception's _render_traceback_)
+        shown = error.traceback
+        assert shown[0].startswith("✗ ") and shown[0][2:] in error.evalue
+        assert all(len(line) <= WIDTH for line in shown), shown
+        assert not any("checks.py" in line or "Traceback" in line for line in shown), shown
+        assert " ".join(" ".join(shown).split()) == " ".join(
+            ("✗ " + error.evalue).split()
+        )
+
+
+@pytest.mark.parametrize("assignment", sorted(CORPUS))
+def test_a_passing_visible_test_says_so_in_one_line(graded: Graded, assignment: str) -> None:
+    source = read_notebook(ROOT / "source", assignment)
+    visible = [
+        nbgrader_meta(cell)["grade_id"]
+        for cell in source.cells
+        if is_test_cell(cell) and not is_hidden_test(cell)
+    ]
+    for grade_id in visible:
+        [line] = cell_outputs(graded, SOLVED, assignment, grade_id)
+        assert line.output_type == "stream" and line.name == "stdout", line
+        assert re.fullmatch(r"✓ [^\n]+: passed\n", line.text), line.text

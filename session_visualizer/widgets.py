@@ -33,7 +33,7 @@ from traitlets import Bool, Enum, Int, TraitError, Tuple, Unicode, observe, vali
 from session_visualizer import render
 from session_visualizer.cells import cell_clock
 from session_visualizer.snapshot import GONE, ObjectSnapshot, Step
-from session_visualizer.tracker import SessionTracker
+from session_visualizer.tracker import AsyncSession, SessionTracker, async_scoped_session
 
 MAX_LISTED_STEPS = 50  # steps listed in the timeline's static HTML
 MOMENTS = (("this cell", "cell"), ("now", "now"))
@@ -358,9 +358,13 @@ class SessionPanel(_View):
     identity_map = Tuple(read_only=True)
     in_transaction = Bool(False, read_only=True)
 
-    def __init__(self, tracker: SessionTracker, session: Session | scoped_session, *,
+    def __init__(self, tracker: SessionTracker,
+                 session: Session | scoped_session | AsyncSession | async_scoped_session, *,
                  live: bool = False) -> None:
-        self._session = session() if isinstance(session, scoped_session) else session
+        if isinstance(session, scoped_session | async_scoped_session):
+            session = session()  # the registry's current session
+        # An AsyncSession does its work in the Session it wraps: that is the one the tracker saw.
+        self._session = session.sync_session if isinstance(session, AsyncSession) else session
         super().__init__(tracker)
         self._start(live)
 

@@ -17,6 +17,7 @@ import ipywidgets
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from sqlalchemy import ForeignKey, String, create_engine, select
+from sqlalchemy.ext.asyncio import async_scoped_session, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -591,6 +592,23 @@ def test_a_panel_of_two_classes_keeps_each_long_label_inside_its_box(session):
     assert [name for name, _style in boxes] == ["new", "dirty", "deleted", "identity_map"]
     assert all("overflow-wrap:anywhere" in style for _name, style in boxes)
     assert "Book(id=None, title=&#x27;a-title-far-wider-than-any-of-the-four-boxes&#x27;)" in html
+
+
+def test_a_panel_is_given_an_async_session_or_its_registry():
+    """An AsyncSession (or an async_scoped_session) is shown through the Session it wraps."""
+    async def scenario() -> list[tuple[str, ...]]:
+        engine = create_async_engine("sqlite+aiosqlite://")
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        registry = async_scoped_session(async_sessionmaker(engine), scopefunc=asyncio.current_task)
+        tracker = SessionTracker(registry)
+        registry.add(User(name="Mary"))
+        panels = [SessionPanel(tracker, registry), SessionPanel(tracker, registry())]
+        await registry.remove()
+        await engine.dispose()
+        return [panel.new for panel in panels]
+
+    assert asyncio.run(scenario()) == [("User(id=None, name='Mary')",)] * 2
 
 
 # ----------------------------------------------------------------------------- static pictures

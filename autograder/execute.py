@@ -413,6 +413,7 @@ class NotebookRunner:
                 copy_regular_files(source, kernel)
             executor.preprocess(nb, {"metadata": {"path": str(slot.workdir)}}, km=slot.km)
             slot.stop()
+            relative_paths(nb, slot.workdir)
             with (
                 open_folder(slot.workdir, slot.folder) as kernel,
                 open_folder(folder, folder) as target,
@@ -447,6 +448,22 @@ class NotebookRunner:
         if spare is not None:
             spare.close()
         return KernelSlot(self.policy, self.config, kernel_name, self.scratch)
+
+
+def relative_paths(nb: NotebookNode, workdir: Path) -> None:
+    """Outputs name files of the kernel's folder relative to it, not by the grader's absolute
+    (temporary) path: a traceback reads `crud.db`, not `/tmp/course-grade-0/run-.../crud.db`."""
+
+    def strip(text: str) -> str:
+        return text.replace(f"{workdir}/", "").replace(str(workdir), ".")
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                output.evalue = strip(output.get("evalue", ""))
+                output.traceback = [strip(line) for line in output.get("traceback", [])]
+            elif output.get("output_type") == "stream":
+                output.text = strip(output.get("text", ""))
 
 
 def imported_modules(nb: NotebookNode, provided: set[str]) -> tuple[str, ...]:

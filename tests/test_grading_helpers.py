@@ -175,7 +175,7 @@ def changed_paths(before: dict[str, str], after: dict[str, str]) -> set[str]:
 
 # What course-grade writes in a course folder; nothing else may change when it grades.
 GRADER_OUTPUTS = (
-    "autograded/", "feedback/", ".course-grade/", "gradebook.db", "grades.csv",
+    "autograded/", "feedback/", ".course-grade/", "gradebook.db", "grades.csv", "grades-canvas.csv",
     "grading-report.html", "grading-report.csv",
 )  # fmt: skip
 

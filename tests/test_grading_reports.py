@@ -3,6 +3,7 @@ and reasons, submission text shown literally (terminal and HTML), nothing else t
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import subprocess
@@ -235,7 +236,10 @@ def test_nothing_outside_the_graded_submissions_changes(graded):
     first = changed_paths(graded["digest start"], graded["digest first"])
     broken = changed_paths(graded["digest broken"], graded["digest broken report"])
     second = changed_paths(graded["digest broken report"], graded["digest second"])
-    course_files = {"gradebook.db", "grades.csv", "grading-report.html", "grading-report.csv"}
+    course_files = {
+        "gradebook.db", "grades.csv", "grades-canvas.csv", "grading-report.html",
+        "grading-report.csv",
+    }  # fmt: skip
 
     def outside(paths: set[str], students: set[str]) -> set[str]:
         folders = tuple(
@@ -244,6 +248,7 @@ def test_nothing_outside_the_graded_submissions_changes(graded):
             for student in students
         )
         state = tuple(f".course-grade/{kind}/{ASSIGNMENT}/" for kind in ("records", "late"))
+        state += tuple(f".course-grade/canvas-ids/{student}" for student in students)
         return {
             path
             for path in paths - course_files
@@ -251,7 +256,7 @@ def test_nothing_outside_the_graded_submissions_changes(graded):
         }
 
     assert outside(first, set(EXPECTED)) == set()
-    assert broken <= {"grades.csv", "grading-report.html", "grading-report.csv"}
+    assert broken <= course_files - {"gradebook.db"}
     assert outside(second, REGRADED) == set()
     assert all(
         not path.startswith(f"{kind}/{student}/")
@@ -313,3 +318,11 @@ def test_terminal_tables_show_submission_text_literally(monkeypatch):
     assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\u202e" not in shown
     for literal in reasons.values():
         assert f"│ [/] │ hw │ {literal} " in " ".join(shown.split()).replace("\x1b[0m", "")
+
+
+def test_canvas_csv_matches_canvas_students_by_their_canvas_id(graded):
+    with open(graded["course"].root / "grades-canvas.csv", newline="") as handle:
+        rows = {row[0]: row for row in csv.reader(handle)}
+    assert rows["doejane-12345"] == ["doejane-12345", "12345", "", "", "", "5"]  # from Canvas
+    assert rows["john-smith-301"] == ["john-smith-301", "", "", "john-smith-301", "", "5"]
+    assert rows["Points Possible"] == ["Points Possible", "", "", "", "", "5"]

@@ -17,6 +17,7 @@ from test_grading_helpers import ASSIGNMENT, COMMAND, HIDDEN_LINE, make_course, 
 
 from autograder import checks
 from autograder.course import Course
+from autograder.execute import relative_paths
 from autograder.report import MISUNDERSTANDING
 
 ADD_MISUNDERSTANDING = "add must return the sum, not print it"
@@ -139,3 +140,21 @@ def test_the_checks_own_failure_message_is_parsed():
     with pytest.raises(AssertionError) as failure:
         checks.fail("the id", 1, 2, "ids are given at flush")
     assert MISUNDERSTANDING.search(str(failure.value))[1].strip() == "ids are given at flush"
+
+
+def test_outputs_name_the_kernels_files_relative_to_its_folder(tmp_path):
+    """The grader's temporary kernel folder never shows in a graded notebook."""
+    workdir = tmp_path / "course-grade-kernel-x" / "work"
+    error = nbformat.v4.new_output(
+        "error",
+        ename="AssertionError",
+        evalue=f"the database file {workdir}/crud.db\n  got: no such file",
+        traceback=[f'File "{workdir}/helper.py", line 3', "AssertionError"],
+    )
+    stream = nbformat.v4.new_output("stream", name="stdout", text=f"cwd is {workdir}\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[error, stream])])
+    relative_paths(nb, workdir)
+    assert error.evalue == "the database file crud.db\n  got: no such file"
+    assert error.traceback[0] == 'File "helper.py", line 3'
+    assert stream.text == "cwd is .\n"
+    assert str(tmp_path) not in nbformat.writes(nb)

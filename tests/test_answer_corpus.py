@@ -218,6 +218,14 @@ def test_every_graded_exercise_has_three_correct_and_three_wrong_answers(assignm
             assert answer.why and 0 <= answer.keeps < points[exercise], (exercise, answer.name)
 
 
+def test_the_visualizer_is_out_of_a_graded_notebooks_reach(graded: Graded) -> None:
+    # in JupyterLab session_visualizer names states (tests/test_assignments_checks.py); the
+    # grading sandbox cannot import it, so an answer built on it defines nothing
+    case = next(case for case in CASES if case.answer.name == "the-visualizer-answers")
+    [error] = cell_outputs(graded, case.student, case.assignment, case.exercise)
+    assert error.ename == "ModuleNotFoundError" and "session_visualizer" in error.evalue
+
+
 def test_the_issues_examples_are_in_the_corpus() -> None:
     names = {(case.exercise, case.answer.name): case.answer for case in CASES}
     assert names[("rename-user", "session-begin-inside")].keeps == 0

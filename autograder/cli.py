@@ -424,7 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         args.assignment = args.assignment or args.assignment_id
     try:
         if args.command == "init-term":
-            init_term(args.folder, args.source_course, args.course_id, args.exchange_root)
+            term = init_term(args.folder, args.source_course, args.course_id, args.exchange_root)
+            console.print(
+                literal(
+                    f"created the course {term.coursedir.course_id} in {term.root}: run every "
+                    f"instructor command there (cd {term.root}), and keep it private"
+                )
+            )
             return 0
         course = open_course(args)
         if args.command == "collect":

@@ -118,6 +118,7 @@ def test_each_student_fetches_only_their_own_feedback(term):
     assert "(Score: 2.0 / 5.0)" in bob
     assert "AssertionError: mul(2, 3) should be 6" in bob
     assert "AssertionError" not in alice
+    assert "white-space: pre-wrap;\n  overflow-wrap: anywhere;" in bob  # long values wrap
     for page in (alice, bob):
         assert_leak_free(page)
 

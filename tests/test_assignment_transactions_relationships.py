@@ -24,7 +24,7 @@ import nbformat
 import pytest
 from nbformat import NotebookNode
 
-from autograder.feedback import message_arguments
+from autograder.feedback import MISUNDERSTANDING, message_arguments, shown_message
 
 # Warnings nbgrader's own code raises while it autogrades; they say nothing about the assignment.
 pytestmark = [
@@ -871,17 +871,19 @@ def test_a_wrong_answer_loses_its_exercises_points(
     others = {cell: score for cell, score in scores.items() if cell not in answer.points}
     assert others == {cell: graded["full"][cell] for cell in others}, "other exercises unharmed"
     failing = [
-        output
+        (cell, output)
         for cell in autograded(course, student_id(answer)).cells
         if grade_id(cell) in answer.points
         for output in cell.outputs
         if output.output_type == "error"
     ]
     assert failing, "no test cell of the exercise failed"
-    assert failing[0].ename == "AssertionError", (failing[0].ename, failing[0].evalue)
-    assert answer.teaching in failing[0].evalue.partition("likely misunderstanding: ")[2], failing[
-        0
-    ].evalue
+    cell, error = failing[0]
+    assert error.ename == "AssertionError", (error.ename, error.evalue)
+    teaching = error.evalue.partition(MISUNDERSTANDING)[2]
+    assert answer.teaching in teaching, error.evalue
+    # the feedback page shows the same teaching message, in full
+    assert shown_message(error, message_arguments(cell.source)) == f"AssertionError: {teaching}"
 
 
 def test_a_passing_visible_test_says_so_in_one_line(course: Course, graded: dict) -> None:

@@ -9,22 +9,20 @@ a failing test cell's output starts with the teaching message, a passing visible
 
 from __future__ import annotations
 
-import copy
 import importlib
+import importlib.util
 import os
 import re
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import nbformat
 import pytest
 from answers import Answer
 from nbformat import NotebookNode
 from test_assignments import (
-    SOLUTION_MARKERS,
     exercise_points,
     is_hidden_test,
     is_solution_cell,
@@ -39,7 +37,19 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = str(Path(sys.executable).parent / "course-grade")
+
+
+def load_tool(name: str) -> ModuleType:
+    """A module of tools/ (a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mutation_pass = load_tool("mutation_pass")
+SOLVED = mutation_pass.SOLVED  # the student whose every answer is the source's solution
 POINTS = 10
 MINIMUM_ANSWERS = 3  # correct ones, and wrong ones, per graded exercise
 
@@ -88,26 +98,6 @@ CASES = [
     for exercise, answers in exercises.items()
     for number, answer in enumerate(answers)
 ]
-SOLVED = "solved"  # the student whose every answer is the source's solution
-
-
-def solutions(source: NotebookNode) -> dict[str, str]:
-    """The source's answer of each solution cell, without nbgrader's markers."""
-    return {
-        nbgrader_meta(cell)["grade_id"]: "\n".join(
-            line for line in cell.source.splitlines() if line.strip() not in SOLUTION_MARKERS
-        )
-        for cell in source.cells
-        if is_solution_cell(cell)
-    }
-
-
-def submission(release: NotebookNode, answers: dict[str, str]) -> NotebookNode:
-    nb = copy.deepcopy(release)
-    for cell in nb.cells:
-        if is_solution_cell(cell):
-            cell.source = answers[nbgrader_meta(cell)["grade_id"]]
-    return nb
 
 
 def exercise_of_cells(source: NotebookNode) -> dict[str, str]:
@@ -138,60 +128,31 @@ class Graded:
         return sum(score for cell, score in scores.items() if tested[cell] == case.exercise)
 
 
-def gradebook_scores(root: Path) -> dict[str, dict[str, dict[str, float]]]:
-    from nbgrader.api import Grade, Gradebook
-
-    scores: dict[str, dict[str, dict[str, float]]] = {}
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        for grade in gradebook.db.query(Grade).all():
-            notebook = grade.notebook
-            student = notebook.assignment.student.id
-            assignment = notebook.assignment.assignment.name
-            scores.setdefault(student, {}).setdefault(assignment, {})[grade.cell.name] = (
-                grade.auto_score
-            )
-    return scores
+MUTATED = "scoped-sessions"  # the mutation pass's tool, tried on two mutants of one assignment
 
 
-def submit(root: Path, student: str, assignment: str, nb: NotebookNode) -> None:
-    folder = root / "submitted" / student / assignment
-    folder.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, folder / f"{assignment}.ipynb")
+def sample_mutants() -> dict[str, tuple[str, str]]:
+    """{student: (solution cell, mutated answer)}: the first two mutants of an assignment."""
+    source = read_notebook(ROOT / "source", MUTATED)
+    made = [
+        (nbgrader_meta(cell)["grade_id"], code)
+        for cell in source.cells
+        if is_solution_cell(cell)
+        for _description, code in mutation_pass.mutants(cell.source)
+    ]
+    return {f"mutant-{number}": made[number] for number in range(2)}
 
 
 def grade_corpus(root: Path) -> Graded:
-    """Copy the course to ``root``, submit every corpus answer and the solutions, grade them."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    for assignment in CORPUS:
-        shutil.copytree(ROOT / "source" / assignment, root / "source" / assignment)
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    # nbgrader runs `alembic` (installed next to this Python) to create the gradebook.
-    bin_folder = str(Path(sys.executable).parent)
-    os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ['PATH']}"
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    for assignment in CORPUS:
-        result = api.generate_assignment(assignment, force=True)
-        assert result["success"], result.get("error") or result.get("log")
-        source = read_notebook(root / "source", assignment)
-        release = read_notebook(root / "release", assignment)
-        answers = solutions(source)
-        students: dict[str, dict[str, str]] = {SOLVED: answers}
-        for case in CASES:
-            if case.assignment == assignment:
-                students.setdefault(case.student, dict(answers))[case.exercise] = (
-                    case.answer.source
-                )
-        for student, cells in students.items():
-            submit(root, student, assignment, submission(release, cells))
-    run = subprocess.run(
-        [COMMAND, "grade", "--jobs", "2"], cwd=root, capture_output=True, text=True, timeout=900
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    return Graded(root, gradebook_scores(root))
+    """Submit every corpus answer (with the solutions elsewhere), the solutions and two mutants;
+    grade them all in one run."""
+    students: dict[str, dict[str, dict[str, str]]] = {}
+    for case in CASES:
+        answers = students.setdefault(case.assignment, {SOLVED: {}})
+        answers.setdefault(case.student, {})[case.exercise] = case.answer.source
+    for student, (grade_id, code) in sample_mutants().items():
+        students[MUTATED][student] = {grade_id: code}
+    return Graded(root, mutation_pass.grade_submissions(root, students))
 
 
 @pytest.fixture(scope="module")
@@ -355,3 +316,30 @@ def test_a_passing_visible_test_says_so_in_one_line(graded: Graded, assignment: 
         [line] = cell_outputs(graded, SOLVED, assignment, grade_id)
         assert line.output_type == "stream" and line.name == "stdout", line
         assert re.fullmatch(r"✓ [^\n]+: passed\n", line.text), line.text
+
+
+# --- the mutation pass's tool -------------------------------------------------------------------
+
+
+def test_mutants_change_only_the_students_code() -> None:
+    cell = (
+        "def f(session):\n    ### BEGIN SOLUTION\n    session.commit()\n    return 1\n"
+        "    ### END SOLUTION"
+    )
+    made = dict(mutation_pass.mutants(cell))
+    assert made == {
+        "commit -> flush, line 3": "def f(session):\n    session.flush()\n    return 1",
+        "delete commit, line 3": "def f(session):\n    pass\n    return 1",
+        "return -> return None, line 4": "def f(session):\n    session.commit()\n    return None",
+        "commit the session before return, line 4": (
+            "def f(session):\n    session.commit()\n    session.commit()\n    return 1"
+        ),
+        "roll the session back before return, line 4": (
+            "def f(session):\n    session.commit()\n    session.rollback()\n    return 1"
+        ),
+    }
+
+
+def test_sample_mutants_are_killed(graded: Graded) -> None:
+    for student in sample_mutants():
+        assert sum(graded.scores[student][MUTATED].values()) < POINTS, student

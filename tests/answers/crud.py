@@ -169,6 +169,15 @@ ANSWERS = {
             "execute() returns the objects themselves",
         ),
         wrong(
+            "closes-the-callers-session",
+            '''
+            def find_user(session, name):
+                with session:
+                    return session.scalars(select(User).where(User.name == name)).one_or_none()
+            ''',
+            "a function may end the session it was handed once it is done with it",
+        ),
+        wrong(
             "case-insensitive",
             '''
             from sqlalchemy import func

@@ -9,13 +9,13 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/sqlalchemy-sessio
 # The student's own copies of the lessons and assignments (ignored by git).
 WORKSPACE := workspace
 
-.PHONY: course test system-packages lessons
+.PHONY: course test system-packages lessons lite
 
 # A virtual environment with the course and everything its tests need.
 $(VENV)/.installed: pyproject.toml jupyter-settings/overrides.json
 	python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lite]'
 	install -D -m 644 jupyter-settings/overrides.json $(LAB_SETTINGS)
 	touch $@
 
@@ -39,3 +39,7 @@ test: $(VENV)/.installed system-packages
 ## Re-execute every lesson and store its outputs (after changing a lesson or the visualizers).
 lessons: $(VENV)/.installed
 	$(BIN)/python tools/execute_lessons.py
+
+## Build the course's JupyterLite site into build/lite/: static files for any web server.
+lite: $(VENV)/.installed
+	$(BIN)/python tools/build_lite.py

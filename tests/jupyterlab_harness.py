@@ -184,6 +184,7 @@ class JupyterLabPage:
     lab_url: str
     errors: list[str] = field(default_factory=list)
     last_message: float = 0.0  # time.monotonic() of the last kernel message sent or received
+    kernel_idle: str = KERNEL_IDLE  # the status bar's text for an idle kernel
 
     @classmethod
     def load(cls, context: BrowserContext, server: LabServer) -> JupyterLabPage:
@@ -280,7 +281,7 @@ class NotebookPage:
         return self.panel.locator(".jp-Cell")
 
     def wait_until_idle(self) -> None:
-        expect(self.page.get_by_text(KERNEL_IDLE, exact=True)).to_be_visible()
+        expect(self.page.get_by_text(self.lab.kernel_idle, exact=True)).to_be_visible()
 
     def run_all(self) -> None:
         """Clear every output, run every cell from the Run menu, wait until all of them ran.

@@ -225,9 +225,12 @@ def check_closes_its_sessions(
 
     A session that is not closed keeps its connection while its transaction lasts (a
     ``refresh()`` or a query after ``commit()`` begins a new one). Garbage collection, which
-    would return it later, is paused during the call.
+    would return it later, is paused during the call. The engine's pool must count its
+    connections (a file database's ``QueuePool`` does; in-memory SQLite's pool does not).
     """
     __tracebackhide__ = True
+    if not hasattr(engine.pool, "checkedout"):
+        raise TypeError(f"{type(engine.pool).__name__} does not count its connections")
     before = engine.pool.checkedout()
     collecting = gc.isenabled()
     gc.disable()

@@ -233,6 +233,10 @@ def test_a_session_left_open_is_caught_by_its_connection(engine) -> None:
     assert checks.check_closes_its_sessions(engine, closes, "closes()", "close it").name == "Ada"
     message = message_of(lambda: checks.check_closes_its_sessions(engine, leaks, "leaks()", "x"))
     assert "1 connection(s) still checked out" in message
+    memory = create_engine("sqlite://")
+    with pytest.raises(TypeError, match="SingletonThreadPool does not count its connections"):
+        checks.check_closes_its_sessions(memory, closes, "closes()", "close it")
+    memory.dispose()
 
 
 # --- no answer key in reach -------------------------------------------------------------------

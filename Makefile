@@ -26,10 +26,12 @@ course: $(VENV)/.installed
 	JUPYTER_CONFIG_PATH=$(abspath jupyter-settings/student) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(WORKSPACE) \
 	  $(WORKSPACE)/notebooks/01-session-lifecycle.ipynb
 
-## Debian packages the tests use: Chromium for the browser test, bubblewrap for the grading sandbox.
+## Debian packages the tests use: Chromium for the browser test, bubblewrap for the grading sandbox,
+## PostgreSQL for the concurrency lesson (tools/postgres_server.py: initdb on PATH or Debian's).
 system-packages:
-	@command -v chromium >/dev/null && command -v bwrap >/dev/null || \
-	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium bubblewrap; }
+	@command -v chromium >/dev/null && command -v bwrap >/dev/null && \
+	  { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium bubblewrap postgresql; }
 
 ## Install everything and run the whole test suite: ruff, the unit tests, nbval over every lesson.
 test: $(VENV)/.installed system-packages

@@ -10,11 +10,13 @@ Only the fields a reader needs are kept in the notebook's metadata.
 """
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+from postgres_server import postgres_for_the_course  # tools/ is the script's folder
 
 LESSONS = Path(__file__).resolve().parents[1] / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -24,7 +26,10 @@ def execute_lesson(path: Path) -> None:
     """Run the notebook at ``path`` in a fresh kernel, in its own folder, and save it in place."""
     notebook = nbformat.read(path, as_version=4)
     in_its_folder = {"metadata": {"path": str(path.parent)}}
-    NotebookClient(notebook, timeout=120, resources=in_its_folder).execute()
+    tags = notebook.metadata.get("tags", [])
+    # A lesson tagged `postgresql` stores PostgreSQL outputs: its kernel gets COURSE_DATABASE_URL.
+    with postgres_for_the_course() if "postgresql" in tags else nullcontext():
+        NotebookClient(notebook, timeout=120, resources=in_its_folder).execute()
     notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
@@ -34,6 +39,7 @@ def execute_lesson(path: Path) -> None:
         {
             "kernelspec": notebook.metadata["kernelspec"],
             "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+            **({"tags": tags} if tags else {}),
         }
     )
     nbformat.write(notebook, path)

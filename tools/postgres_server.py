@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server for the course, on 127.0.0.1, gone when you stop it.
 
-Usage: python tools/postgres_server.py   (prints the line that points the course at it; Ctrl-C stops it)
+Usage: python tools/postgres_server.py
+(prints the line that points the course at the server; Ctrl-C stops it and deletes it)
 
 `running_postgres()` makes a new cluster in a temporary folder with `initdb`, starts it with
 `pg_ctl` on a free port of 127.0.0.1 (its socket in the data folder, so nothing else is touched),
@@ -22,6 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from course_database import VARIABLE
 
 NOBODY = 65534  # the unprivileged uid and gid the server runs as when we are root
 DEBIAN_BINARIES = Path("/usr/lib/postgresql")
@@ -91,6 +94,23 @@ def running_postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def postgres_for_the_course() -> Iterator[str]:
+    """COURSE_DATABASE_URL set while inside: to the URL already set, else to a new server's.
+
+    Kernels started inside (nbval's, nbclient's, JupyterLab's) inherit it with the environment.
+    """
+    if os.environ.get(VARIABLE):
+        yield os.environ[VARIABLE]
+        return
+    with running_postgres() as url:
+        os.environ[VARIABLE] = url
+        try:
+            yield url
+        finally:
+            del os.environ[VARIABLE]
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # leaves the `with` block, which stops and removes the server
 
@@ -100,7 +120,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with running_postgres() as url:
-            print(f"PostgreSQL is running. In another terminal, before `make course`:\n"
+            print(f"PostgreSQL is running. In the terminal where you start the course, run:\n"
                   f"export COURSE_DATABASE_URL={url}\n"
                   "Press Ctrl-C to stop it and delete its data.", flush=True)  # fmt: skip
             while True:

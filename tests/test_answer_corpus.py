@@ -255,6 +255,12 @@ TEACHES = {
     ("crud:add-users:commits-the-callers-session", "hidden-add-users"): (
         "a function handed a session must not commit it"
     ),
+    ("scoped-sessions:sharing:make-transient-to-move", "hidden-sharing"): (
+        "make_transient() would turn it into a new row"
+    ),
+    ("crud:find-user:closes-the-callers-session", "test-find-user"): (
+        "`with session:` (which closes the caller's session)"
+    ),
 }
 
 

@@ -164,6 +164,9 @@ def test_points_and_hidden_tests(assignment: str) -> None:
     hidden = [cell for cell in tests if is_hidden_test(cell)]
     for cell in hidden:
         assert cell.source.startswith("# Hidden tests: "), f"{cell.id} must say what it covers"
+    for cell in tests:
+        if cell not in hidden:  # a passing visible test says so, in one line, at its end
+            assert cell.source.splitlines()[-1].startswith("checks.passed("), cell.id
     # every exercise has a visible test cell and a hidden one
     for solution, points in exercise_points(source).items():
         assert points > 0, f"solution cell {solution} has no test cell"

@@ -1,10 +1,12 @@
 """The answer corpus, graded: answers written many ways earn full points, misconceptions lose.
 
-Every answer of tests/answers/ becomes one student: the released notebook with that answer in its
-cell and the source's solutions in every other. One temporary course holds them all, and one run of
-`course-grade grade --jobs 2` grades them in parallel (the same nbgrader preprocessors, sandbox and
-guard as a real class). The autograded notebooks then also show what a student sees in JupyterLab:
-a failing test cell's output starts with the teaching message, a passing visible one prints a line.
+Every answer of tests/answers/ goes into a released notebook, with the source's solutions in the
+cells it does not answer; the k-th answers of all exercises share a notebook (the exercises are
+independent, and each test cell is scored on its own). One temporary course holds them all, and one
+run of `course-grade grade --jobs 2` grades them in parallel (the same nbgrader preprocessors,
+sandbox and guard as a real class). The autograded notebooks also hold what JupyterLab shows the
+student (the kernel's outputs): a failing test cell's output is its teaching message, a passing
+visible one prints a line.
 """
 
 from __future__ import annotations

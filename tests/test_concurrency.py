@@ -5,6 +5,7 @@ The tests marked `postgresql` get COURSE_DATABASE_URL from the session's server 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ class Base(DeclarativeBase):
 
 
 class Account(Base):
-    __tablename__ = "concurrency_account"
+    __tablename__ = "account"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     balance: Mapped[int]
@@ -40,9 +41,8 @@ class Account(Base):
 @pytest.fixture
 def engine() -> Iterator[Engine]:
     """The course's engine on PostgreSQL, with two accounts of 100."""
-    engine = course_engine()
+    engine = course_engine(schema="test_concurrency")  # emptied: every test starts from no table
     assert engine.dialect.name == "postgresql", f"{VARIABLE} must name a PostgreSQL server"
-    Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
         session.add_all([Account(id=1, balance=100), Account(id=2, balance=100)])
@@ -55,7 +55,10 @@ def _balance(session: Session, account: int = 1) -> int:
 
 
 def _wait_for_a_lock_waiter(engine: Engine) -> None:
-    query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
     deadline = time.monotonic() + 10
     with engine.connect() as connection:
         while connection.scalar(query) == 0:
@@ -190,3 +193,29 @@ def test_the_command_line_server_stops_on_ctrl_c() -> None:
             server.kill()
     assert not _running(pid)
     assert not folder.exists()
+
+
+def test_without_the_variable_the_course_runs_on_in_memory_sqlite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(VARIABLE, raising=False)
+    engine = course_engine(schema="ignored")
+    assert str(engine.url) == "sqlite://"
+
+
+@pytest.mark.postgresql
+def test_a_lesson_schema_starts_empty_and_leaves_other_tables_alone() -> None:
+    outside = create_engine(os.environ[VARIABLE])
+    with outside.begin() as connection:
+        connection.execute(text("CREATE TABLE IF NOT EXISTS public.kept (x int)"))
+    for _ in range(2):  # the second run finds the first run's table gone
+        engine = course_engine(schema="lesson_test")
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE made (x int)"))
+            where = "SELECT table_schema FROM information_schema.tables WHERE table_name = 'made'"
+            assert connection.scalar(text(where)) == "lesson_test"
+        engine.dispose()
+    with outside.begin() as connection:
+        assert connection.scalar(text("SELECT count(*) FROM public.kept")) == 0
+        connection.execute(text("DROP TABLE public.kept"))
+    outside.dispose()

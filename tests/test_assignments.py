@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("crud", "object-states", "scoped-sessions")
+ASSIGNMENTS = tuple(sorted(path.name for path in (ROOT / "source").iterdir() if path.is_dir()))
 POINTS_PER_ASSIGNMENT = 10
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 

@@ -37,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SERVER] = ExitStack()
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     lessons = postgresql_lessons()
     if any(

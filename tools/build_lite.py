@@ -8,7 +8,8 @@ or at run time:
   (`npm pack pyodide@<version>`, or the same tarball from the npm registry where npm is missing),
   with its lock file trimmed to the one wheel shipped (micropip);
 - the pure-Python wheels the kernel and the lessons need, resolved by pip for the kernel's Python;
-- the course's own packages (session_visualizer, autograder) as one wheel built here;
+- the course's own packages (session_visualizer, autograder, ...: those pyproject.toml packages)
+  as one wheel built here;
 - the PyPI fallback of the kernel's `%pip` switched off (lite/jupyter-lite.json).
 Downloads are cached in build/lite-cache/, so a rebuild needs no network.
 
@@ -33,6 +34,7 @@ import tarfile
 import tomllib
 import urllib.request
 import zipfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 import nbformat
@@ -55,7 +57,6 @@ SETUP_TAG = "lite-setup"
 BROWSER_REQUIREMENTS = ("sqlalchemy", "ipywidgets")
 # What the Pyodide kernel's own wheels (pyodide_kernel, ipykernel) require, beyond the lessons.
 KERNEL_REQUIREMENTS = ("ipython", "comm")
-COURSE_PACKAGES = ("session_visualizer", "autograder")
 PYODIDE_KERNELSPEC = {"name": "python", "display_name": "Python (Pyodide)", "language": "python"}
 SETUP_SOURCE = """\
 # Added by the course's browser site (JupyterLite); in any other kernel this cell does nothing.
@@ -72,8 +73,22 @@ if sys.platform == "emscripten":
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # wheel entries get a fixed date: the same sources, the same wheel
 
 
+def _pyproject() -> dict:
+    return tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+
+
 def _project() -> dict:
-    return tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    return _pyproject()["project"]
+
+
+def course_packages() -> list[str]:
+    """The course's own packages: those pyproject.toml's setuptools `include` patterns name."""
+    patterns = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    return sorted(
+        folder.name
+        for folder in REPOSITORY.iterdir()
+        if (folder / "__init__.py").exists() and any(fnmatch(folder.name, p) for p in patterns)
+    )
 
 
 def _requirement_name(requirement: str) -> str:
@@ -186,7 +201,7 @@ def course_wheel(destination: Path) -> str:
     name, version = project["name"], project["version"]
     dist_info = f"{_wheel_name(name)}-{version}.dist-info"
     files: dict[str, bytes] = {}
-    for package in COURSE_PACKAGES:
+    for package in course_packages():
         for path in sorted((REPOSITORY / package).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 files[path.relative_to(REPOSITORY).as_posix()] = path.read_bytes()
@@ -276,7 +291,8 @@ def build(output: Path) -> None:
         [
             str(Path(sys.executable).with_name("jupyter")), "lite", "build",
             "--lite-dir", str(lite_dir), "--contents", str(lite_dir / "files"),
-            "--output-dir", str(output),
+            "--output-dir", str(output), "--apps", "lab", "--no-sourcemaps",
+            "--no-unused-shared-packages",
         ],
         cwd=lite_dir,
     )  # fmt: skip

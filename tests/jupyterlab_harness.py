@@ -48,11 +48,16 @@ CHROMIUM_FLAGS = [
 JUPYTER = Path(sys.executable).with_name("jupyter")
 KERNEL_IDLE = "Python 3 (ipykernel) | Idle"
 EXECUTED_PROMPT = re.compile(r"^\[\d+\]:$")
-# Whether an element is in the viewport after the next frame has been laid out.
+# Whether an element is in the viewport after the next frame has been laid out. An
+# IntersectionObserver, as Playwright's to_be_in_viewport uses: it also counts the clipping by
+# the notebook's scrolling panel, which ends above the status bar (the window does not).
 IN_VIEWPORT_NEXT_FRAME = """element => new Promise(resolve => requestAnimationFrame(
     () => requestAnimationFrame(() => {
-        const box = element.getBoundingClientRect();
-        resolve(box.bottom > 0 && box.top < window.innerHeight);
+        const observer = new IntersectionObserver(entries => {
+            observer.disconnect();
+            resolve(entries[0].intersectionRatio > 0);
+        });
+        observer.observe(element);
     })))"""
 # User settings written before the server starts: no news pop-up over the notebook.
 USER_SETTINGS = {

@@ -42,7 +42,8 @@ STATE_COLORS = {
 }
 BOX = f"background:{WHITE};color:{INK};padding:4px"  # views set their own colours (dark themes)
 
-# The call that typically causes each lifecycle event: the arrows of the state diagram.
+# The call that typically causes each lifecycle event: the labels of the state diagram's arrows
+# (the lit one, the object's last transition, is labelled with the call that really caused it).
 EVENT_CALLS = {
     "transient_to_pending": "add()",
     "pending_to_persistent": "flush()",
@@ -211,7 +212,9 @@ def _clip(x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
     return x + dx * scale, y + dy * scale
 
 
-def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
+def _edge_svg(event_name: str, before: str, after: str, last_call: str | None) -> str:
+    """One arrow: lit, and labelled with ``last_call``, if it is the object's last transition."""
+    last = last_call is not None
     (x1, y1), (x2, y2) = NODE_POSITIONS[before], NODE_POSITIONS[after]
     dx, dy = x2 - x1, y2 - y1
     length = math.hypot(dx, dy)
@@ -233,7 +236,7 @@ def _edge_svg(event_name: str, before: str, after: str, last: bool) -> str:
         f'<line x1="{sx:.1f}" y1="{sy:.1f}" x2="{ex:.1f}" y2="{ey:.1f}" stroke="{color}" '
         f'stroke-width="{width}" marker-end="url(#{marker})"/>'
         f'<text x="{label_x:.1f}" y="{label_y:.1f}" font-size="10" text-anchor="{anchor}" '
-        f'fill="{color}">{escape(EVENT_CALLS[event_name])}</text></g>'
+        f'fill="{color}">{escape(last_call or EVENT_CALLS[event_name])}</text></g>'
     )
 
 
@@ -267,9 +270,9 @@ def state_diagram_text(snapshot: ObjectSnapshot, last: tuple[Transition, str] | 
 
 def state_diagram_svg(snapshot: ObjectSnapshot, last: tuple[Transition, str] | None) -> str:
     """The five states and the ten lifecycle events as an SVG, current state and last arrow lit."""
-    last_event = last[0].event if last is not None else None
+    last_event, last_call = (None, None) if last is None else (last[0].event, last[1])
     edges = "".join(
-        _edge_svg(name, before, after, name == last_event)
+        _edge_svg(name, before, after, last_call if name == last_event else None)
         for name, (before, after) in LIFECYCLE_EVENTS.items()
     )
     nodes = "".join(_node_svg(state, state == snapshot.state) for state in NODE_POSITIONS)

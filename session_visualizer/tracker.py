@@ -10,8 +10,10 @@ trackers attached to it (held weakly) and is removed when the last one detaches.
 returns, each tracker appends a ``Step`` to its history. Rows that ``execute()``/``scalars()``
 turn into objects only while the result is read belong to that call's step: it stays open until
 the next call in that thread, the end of the transaction, or until someone reads the tracker
-(``settle()``). Changes made between calls (an attribute assigned) become a step when
-``catch_up()`` is called (at the end of a notebook cell, say).
+(``settle()``). A step shows the objects as its call left them: a step kept open reads them when
+its call returns, and an object its result loads later as it is loaded. Changes made between
+calls (an attribute assigned) become a step ``"between calls"`` of their own: before the next
+call, or when ``catch_up()`` is called (at the end of a notebook cell, say).
 
 An AsyncSession does its work in the Session it wraps, so its calls are recorded there; asyncio
 tasks interleave their calls in one thread, so a running call's step is kept per task.
@@ -76,6 +78,8 @@ RESULT_CALLS = frozenset({"execute", "scalars"})
 MERGEABLE_CALLS = frozenset({"add", "add_all", "delete", "delete_all", "expunge"})
 # Calls whose step stays open after they return, for one of the two reasons above.
 LINGERING_CALLS = RESULT_CALLS | MERGEABLE_CALLS
+# Calls that mark objects for deletion without a lifecycle event (it comes with the flush).
+DELETING_CALLS = frozenset({"delete", "delete_all"})
 # What the attribute loaders (and Query) pass to Session.execute(); the step name of the former.
 LOAD_OPTIONS = "_sa_orm_load_options"
 LOAD_ON_ACCESS = "load on access"
@@ -147,6 +151,12 @@ class _StepBuilder:
     name: str | None = None  # the Session method, None outside any call
     calls: int = 0
     lingering: bool = False  # the call returned; rows still to load or more calls may join
+    # once its call returned, the rows read then (and as its result loads more objects): by key
+    rows: dict[int, tuple] | None = None
+    read_transitions: int = 0  # how many of the transitions' objects ``rows`` has read
+    refreshable: list[_Record] = field(default_factory=list)  # expired when the call returned
+    label_budget: int = 0  # how many more objects may get a repr() label once it returned
+    only_dirty: bool = False  # a step between calls before a call: only modified objects change
     # the lifecycle events so far: which object, which event
     transition_records: list[_Record] = field(default_factory=list)
     transition_events: list[str] = field(default_factory=list)
@@ -170,6 +180,8 @@ class _StepBuilder:
         """
         if self.name in MERGEABLE_CALLS:
             return False
+        if self.name in RESULT_CALLS:  # reading the result only loads objects
+            return event_name == "load"
         return event_name not in SESSION_EVENTS or self.call in SESSION_EVENTS
 
     def mark(self, name: str) -> None:
@@ -464,11 +476,15 @@ class SessionTracker:
             return False
         local = self._local
         builder = getattr(local, "builder", None)
-        if builder is not None and builder.joins(name, session):
+        changed = self._changed_between_calls(session, builder)
+        if builder is not None and not changed and builder.joins(name, session):
             local.builder = None
         else:
             if builder is not None:
                 self._finish_open_step()
+            if changed:
+                self._finish(_StepBuilder(call=BETWEEN_CALLS, session=session,
+                                          name=BETWEEN_CALLS, only_dirty=True))
             builder = _StepBuilder(call=_call_name(name, kwargs), session=session, name=name)
         builder.calls += 1
         calls[task] = builder
@@ -483,6 +499,7 @@ class SessionTracker:
         if builder.error is None and name in LINGERING_CALLS:
             if getattr(self._local, "builder", None) is not None:
                 self._finish_open_step()  # another task's step, left open meanwhile
+            self._read_on_return(builder)
             self._local.builder = builder
             if not builder.lingering:
                 builder.lingering = True
@@ -533,6 +550,9 @@ class SessionTracker:
         builder.transition_records.append(record)
         builder.transition_events.append(name)
         builder.touched[record.key] = record
+        if builder.rows is not None:  # loaded by a result after its call returned: read it now
+            self._read_into(builder, [record])
+            builder.read_transitions += 1
 
     def _on_begin(self, session: Session, transaction: Any, connection: Any) -> None:
         engine = connection.engine
@@ -632,6 +652,77 @@ class SessionTracker:
                     candidates[record.key] = record
         return [candidates[key] for key in sorted(candidates)]
 
+    def _changed_between_calls(self, session: Session, open_step: _StepBuilder | None) -> bool:
+        """Whether an object of ``session`` was modified since its last row (an attribute
+        assigned outside any call): the modified objects are read, the others cannot have
+        changed without a call or an event."""
+        if not session.identity_map.check_modified():
+            return False
+        kept = {} if open_step is None or open_step.rows is None else open_step.rows
+        with self._lock:
+            records = [record for record in map(self._record_of, session.dirty)
+                       if record is not None]
+            records.sort(key=_record_key)
+            _relabel(records)
+            session_key = session.hash_key
+            return any(
+                self._read(record, set(), session_key) != kept.get(record.key, record.latest)
+                for record in records
+            )
+
+    def _read_on_return(self, builder: _StepBuilder) -> None:
+        """A step kept open after its call returned: read the objects as the call left them.
+
+        A result's step reads what its call may have changed; a step of calls that emit no SQL
+        (``add()`` ...) only the objects of this call's transitions.
+        """
+        if builder.rows is None:
+            builder.rows, builder.label_budget = {}, LABEL_BUDGET
+        if builder.name in RESULT_CALLS:
+            session = builder.session
+            with self._lock:
+                members = self._sessions.get(session.hash_key) or _SessionMembers()
+                records = self._candidates(builder, members)
+            _end_transaction_labels(records, builder.events)
+        else:
+            records = builder.transition_records[builder.read_transitions:]
+        builder.read_transitions = len(builder.transition_records)
+        self._read_into(builder, records)
+        builder.refreshable = [
+            record for record in records if builder.rows[record.key][ROW_EXPIRED]
+        ]
+
+    def _read_into(self, builder: _StepBuilder, records: list[_Record]) -> None:
+        """Read ``records``' rows now into the step's kept rows, labelling them by repr()
+        within the step's budget."""
+        session = builder.session
+        with self._lock:
+            builder.label_budget = _relabel(records, budget=builder.label_budget)
+            deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else set()
+            session_key = session.hash_key
+            for record in records:
+                builder.rows[record.key] = self._read(record, deleted_ids, session_key)
+
+    def _rows_kept(self, builder: _StepBuilder) -> dict[int, tuple]:
+        """The rows of a step read as its call returned, and since then: those of objects
+        still expired then, which reading the result may have loaded (unless they were
+        modified since, by an attribute assigned after the call: a later step shows that);
+        and the objects a ``delete()`` marked."""
+        rows = builder.rows
+        session = builder.session
+        session_key = session.hash_key
+        refreshable = builder.refreshable
+        if builder.name in DELETING_CALLS:
+            refreshable = [record for record in map(self._record_of, session.deleted)
+                           if record is not None and record.key not in rows]
+        _relabel(refreshable, budget=builder.label_budget)
+        deleted_ids = _deleted_ids(session)
+        for record in refreshable:
+            row = self._read(record, deleted_ids, session_key)
+            if record.key not in rows or row[ROW_MODIFIED] == rows[record.key][ROW_MODIFIED]:
+                rows[record.key] = row
+        return rows
+
     def _finish_open_step(self) -> None:
         """Close this thread's step open outside any call."""
         builder, self._local.builder = self._local.builder, None
@@ -646,16 +737,22 @@ class SessionTracker:
                 _SessionMembers() if session_key is None
                 else self._sessions.setdefault(session_key, _SessionMembers())
             )
-            candidates = self._candidates(builder, members)
-            _end_transaction_labels(candidates, builder.events)
-            _relabel(candidates)
-            deleted_ids = _deleted_ids(session)
+            if builder.rows is None:  # the step ends as its call returns: read it now
+                candidates = self._candidates(builder, members)
+                _end_transaction_labels(candidates, builder.events)
+                _relabel(candidates)
+                deleted_ids = _deleted_ids(session)
+                rows = {record.key: self._read(record, deleted_ids, session_key)
+                        for record in candidates}
+            else:
+                rows = self._rows_kept(builder)
+            records = self._all_records
             changes = []
-            for record in candidates:
-                row = self._read(record, deleted_ids, session_key)
-                if row != record.latest:
+            for key in sorted(rows):
+                row = rows[key]
+                if row != records[key].latest:
                     changes.append(row)
-                    self._apply(record, row)
+                    self._apply(records[key], row)
             in_transaction = session is not None and session.in_transaction()
             if session is not None:
                 members.session, members.thread = weakref.ref(session), threading.get_ident()
@@ -667,7 +764,8 @@ class SessionTracker:
             records = builder.transition_records
             transitions = (
                 tuple([record.key for record in records]),
-                tuple([record.label for record in records]),
+                tuple([rows[record.key][1] if record.key in rows else record.label
+                       for record in records]),
                 tuple(builder.transition_events),
             )
             step = Step(
@@ -865,17 +963,19 @@ def _forget(record: _Record) -> None:
         del record.records[record.object_id]
 
 
-def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None:
+def _relabel(
+    records: Iterable[_Record], identity_changed: bool = False, budget: int = LABEL_BUDGET
+) -> int:
     """Label objects by their repr when that cannot load anything; keep fixed labels.
 
-    ``repr()`` runs for at most ``LABEL_BUDGET`` objects per call, in the order given (tracker
+    ``repr()`` runs for at most ``budget`` objects per call, in the order given (tracker
     order: the objects views list first). The others keep their class-and-identity label, which
-    is renewed only when ``identity_changed`` (a flush gave them their primary keys).
+    is renewed only when ``identity_changed`` (a flush gave them their primary keys). Returns
+    the budget left.
     """
-    budget = LABEL_BUDGET
     for record in records:
         if not budget and not identity_changed:
-            return
+            return budget
         obj = record()
         if record.fixed_label or obj is None:
             continue
@@ -889,6 +989,7 @@ def _relabel(records: Iterable[_Record], identity_changed: bool = False) -> None
         elif identity_changed and (not budget or not record.settled_label):
             record.label, record.settled_label = fallback_label(insp), False
         # else: a repr would load expired attributes now; the last label stays
+    return budget
 
 
 def _end_transaction_labels(records: list[_Record], events: list[str]) -> None:
@@ -913,6 +1014,10 @@ def _row_position(step: Step, key: int) -> int | None:
 
 def _row_key(row: tuple) -> int:
     return row[0]
+
+
+def _record_key(record: _Record) -> int:
+    return record.key
 
 
 def _as_of(row: tuple, gone_from: int | None, index: int) -> tuple:

@@ -500,6 +500,7 @@ def test_labels_at_each_step_follow_a_rollback(engine):
     labels = [(step.call, tracker.snapshot_at(key, step.index).label) for step in tracker.history]
     assert labels == [
         ("get()", "User(id=1, name='John')"),
+        ("between calls", "User(id=1, name='Jonathan')"),  # the rename, before the flush
         ("flush()", "User(id=1, name='Jonathan')"),
         ("rollback()", "User(id=1, name='John')"),
         ("expunge()", "User(id=1, name='John')"),
@@ -518,6 +519,41 @@ def test_changes_between_calls_are_caught_up_as_a_step(session):
     assert tracker.session_snapshot_at(session, step.index).dirty == ("User(id=1, name='Johnny')",)
     tracker.catch_up()  # nothing new: no step
     assert tracker.step_count == 2
+
+
+JOHN, JOHNNY = "User(id=1, name='John')", "User(id=1, name='Johnny')"
+
+
+@pytest.mark.parametrize(("rename_first", "john_at_each_step"), [
+    (True, [("scalars()", JOHN, ()), ("between calls", JOHNNY, ("name",)),
+            ("add()", JOHNNY, ("name",)), ("commit()", JOHNNY, ())]),
+    (False, [("scalars()", JOHN, ()), ("add()", JOHN, ()),
+             ("between calls", JOHNNY, ("name",)), ("commit()", JOHNNY, ())]),
+])
+def test_a_change_between_two_calls_is_a_step_of_its_own_not_the_earlier_calls(
+    session, rename_first, john_at_each_step
+):
+    """A step shows the objects as its call left them, even a step kept open after its call
+    returned (a result's rows load later; a run of add() may go on)."""
+    tracker = SessionTracker(session)
+    john = session.scalars(select(User).where(User.name == "John")).one()  # loaded after return
+    david = User(name="David")
+    if rename_first:
+        john.name = "Johnny"
+        session.add(david)
+    else:
+        session.add(david)
+        john.name, david.name = "Johnny", "Dave"
+    session.commit()
+    key, david_key = tracker.watch(john).key, tracker.watch(david).key
+    seen = [tracker.snapshot_at(key, step.index) for step in tracker.history]
+    assert [(step.call, snap.label, snap.modified)
+            for step, snap in zip(tracker.history, seen, strict=True)] == john_at_each_step
+    load = tracker.history[0].transitions[0]
+    assert (load.label, load.event) == (JOHN, "loaded_as_persistent")
+    add = next(step for step in tracker.history if step.call == "add()")
+    assert [snap.key for snap in add.changes] == [david_key]  # only what add() changed
+    assert tracker.snapshot_at(david_key, add.index).label == "User(id=None, name='David')"
 
 
 def test_an_object_collected_reads_as_gone_only_from_then_on(session):

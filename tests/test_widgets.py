@@ -244,10 +244,12 @@ def test_a_timeline_is_pinned_to_its_cell_and_scoped_to_its_object(shell):
         tail = Timeline(tracker, steps=range(1, 10))
     """)
     johns, every, tail = ns["johns"], ns["every"], ns["tail"]
-    assert [step.title for step in ns["tracker"].history] == ["add_all()", "commit()", "flush()"]
-    assert (johns.total, every.total, tail.total) == (2, 3, 2)
+    assert [step.title for step in ns["tracker"].history] == [
+        "add_all()", "commit()", "between calls", "flush()"  # Mary renamed, then flushed
+    ]
+    assert (johns.total, every.total, tail.total) == (2, 4, 3)
     run(shell, "session.delete(john); session.commit()")
-    assert (johns.total, every.total, johns.call) == (2, 3, "commit()")
+    assert (johns.total, every.total, johns.call) == (2, 4, "commit()")
     johns.moment = "now"
     assert (johns.total, johns.step) == (4, 4)
     assert johns.text.startswith("Timeline step 4 of 4: commit() in session 1, thread MainThread")
@@ -302,11 +304,12 @@ def test_every_step_of_a_with_block_can_be_shown_with_the_label_it_had(shell):
     assert seen == [
         ("User(id=None, name='John')", "pending", ("name",), (), "add()"),
         ("User(id=1, name='John')", "persistent", (), (), "flush()"),
+        ("User(id=1, name='Jonathan')", "persistent", ("name",), (), "flush()"),  # between calls
         ("User(id=1, name='Jonathan')", "persistent", (), ("id", "name"), "flush()"),
         ("User(id=1, name='Jonathan')", "detached", (), ("id", "name"), "close()"),
     ]
-    assert card.step == card.total == 4
-    assert panel.total == 4
+    assert card.step == card.total == 5
+    assert panel.total == 5
     panel.show(2)
     assert (panel.identity_map, panel.in_transaction) == (("User(id=1, name='John')",), True)
     assert panel.static_html().count('data-transaction="none"') == 1  # the pinned moment
@@ -478,6 +481,38 @@ def test_the_controls_are_focusable_widgets_with_names_and_no_play(shell):
     assert timeline.step == 2
 
 
+def edge_labels(svg: str) -> dict[str, tuple[bool, str]]:
+    """Each arrow of a state diagram: whether it is lit, and its label."""
+    return {
+        edge: (lit == " sv-last", label)
+        for lit, edge, label in re.findall(
+            r'<g class="sv-edge( sv-last)?" data-edge="(\w+)">.*?<text [^>]*>([^<]*)</text></g>',
+            svg,
+        )
+    }
+
+
+@pytest.mark.parametrize(("code", "event", "call"), [
+    # the usual cause of deleted -> detached is the commit; here it is an expunge()
+    ("session.delete(mary); session.flush(); session.expunge(mary)", "deleted_to_detached",
+     "expunge()"),
+    ("session.reset()", "persistent_to_detached", "reset()"),
+])
+def test_the_lit_arrow_is_labelled_with_the_call_that_caused_it(session, code, event, call):
+    tracker = SessionTracker(session)
+    mary = User(name="Mary")
+    session.add(mary)
+    session.commit()
+    exec(code, {"session": session, "mary": mary})
+    diagram = StateDiagram(tracker, mary)
+    assert (diagram.last_event, diagram.last_call) == (event, call)
+    labels = edge_labels(diagram._body.value)
+    assert labels[event] == (True, escape(call))
+    unlit = {edge: label for edge, (lit, label) in labels.items() if not lit}
+    assert unlit == {edge: escape(label) for edge, label in render.EVENT_CALLS.items()
+                     if edge != event}  # the others keep their usual cause
+
+
 # ----------------------------------------------------------------------------- live views
 def test_live_views_follow_an_object_through_its_states(session):
     tracker = SessionTracker(session)
@@ -531,7 +566,7 @@ def test_a_live_timeline_follows_new_steps_unless_an_old_one_is_shown(session):
     session.add(mary)
     mary.name = "Maria"
     session.flush()
-    assert (timeline.step, timeline.total) == (2, 5)
+    assert (timeline.step, timeline.total) == (2, 6)  # add(), the rename between calls, flush()
 
 
 # ----------------------------------------------------------------------------- cascades

@@ -191,7 +191,7 @@ class Step:
     """
 
     index: int
-    call: str  # e.g. "commit()"; a step with no call of its own is named after its first event
+    call: str  # e.g. "commit()"; outside any call "between calls", or its first event ("commit")
     # the transitions as three columns: object keys, labels, event names
     transition_columns: tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]
     events: tuple[str, ...]  # session events in order: begin, flush, commit, rollback, close

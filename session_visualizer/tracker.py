@@ -145,7 +145,7 @@ class _Record(weakref.ref):
 class _StepBuilder:
     """The step being recorded in one thread."""
 
-    call: str  # "add()", or for a step outside any call the name of its first event
+    call: str  # "add()"; outside any call "between calls", or a session event's name, or "load"
     session: Session | None
     thread: str = field(default_factory=lambda: threading.current_thread().name)
     name: str | None = None  # the Session method, None outside any call
@@ -524,7 +524,8 @@ class SessionTracker:
     # ----------------------------------------------------------------- event handlers
     def _builder(self, session: Session | None, first_event: str) -> _StepBuilder:
         """The running call's step; outside any call, this thread's open step, or a new step
-        named ``first_event``."""
+        named ``first_event``, or ``"between calls"`` for a cascade (an object appended to a
+        collection joins the session)."""
         builder = self._call_builder()
         if builder is not None:
             return builder
@@ -534,7 +535,9 @@ class SessionTracker:
             self._finish_open_step()
             builder = None
         if builder is None:
-            builder = _StepBuilder(call=first_event, session=session, lingering=True)
+            cascade = first_event in LIFECYCLE_EVENTS
+            builder = _StepBuilder(call=BETWEEN_CALLS if cascade else first_event,
+                                   session=session, lingering=True)
             local.builder = builder
         return builder
 

@@ -601,6 +601,28 @@ def test_a_cascade_shows_each_child_and_lists_them_in_tracker_order(session):
     assert transitions[:1] == tracker.history[-1].first_transitions(1)
 
 
+def test_a_cascade_outside_any_call_is_a_step_between_calls_not_the_querys(session):
+    """A book appended to a loaded author's collection joins the session by the cascade,
+    after the query returned: a step of its own, with the author as the query left him."""
+    session.add(Author(books=[Book(title="first")]))
+    session.commit()
+    tracker = SessionTracker(session)
+    author = session.scalars(select(Author)).one()
+    books = author.books  # loads the collection: a call (load on access)
+    spare = Book(title="spare")
+    books.append(spare)  # the cascade makes it pending: no call
+    card = ObjectCard(tracker, spare)
+    assert [step.call for step in tracker.history] == [
+        "scalars()", "load on access", "between calls"
+    ]
+    cascade = tracker.history[-1]
+    assert [(t.label, t.event) for t in cascade.transitions] == [
+        ("Book(id=None, title='spare')", "transient_to_pending")
+    ]
+    assert card.state == "pending"
+    assert tracker.snapshot_at(tracker.watch(author).key, 0).modified == ()
+
+
 def test_a_rollback_lists_the_objects_it_makes_transient_in_tracker_order(session):
     """A rollback makes flushed and pending objects transient in one loop over a set: the two
     events interleave in an order that changes from run to run, and are listed in tracker order."""

@@ -160,8 +160,9 @@ def gone_row(row: tuple) -> tuple:
     return (row[0], row[1], GONE, row[3], row[4], (), (), False, None)
 
 
-ROW_STATE, ROW_MODIFIED, ROW_EXPIRED, ROW_SESSION = (
-    ObjectSnapshot._fields.index(name) for name in ("state", "modified", "expired", "session_key")
+ROW_LABEL, ROW_STATE, ROW_MODIFIED, ROW_EXPIRED, ROW_SESSION = (
+    ObjectSnapshot._fields.index(name)
+    for name in ("label", "state", "modified", "expired", "session_key")
 )
 
 

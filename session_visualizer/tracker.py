@@ -52,6 +52,7 @@ from session_visualizer.snapshot import (
     GONE,
     LIFECYCLE_EVENTS,
     ROW_EXPIRED,
+    ROW_LABEL,
     ROW_MODIFIED,
     ROW_SESSION,
     ROW_STATE,
@@ -151,6 +152,7 @@ class _StepBuilder:
     name: str | None = None  # the Session method, None outside any call
     calls: int = 0
     lingering: bool = False  # the call returned; rows still to load or more calls may join
+    returned: bool = False  # its last call returned (no call of it is running)
     # once its call returned, the rows read then (and as its result loads more objects): by key
     rows: dict[int, tuple] | None = None
     read_transitions: int = 0  # how many of the transitions' objects ``rows`` has read
@@ -478,7 +480,7 @@ class SessionTracker:
         builder = getattr(local, "builder", None)
         changed = self._changed_between_calls(session, builder)
         if builder is not None and not changed and builder.joins(name, session):
-            local.builder = None
+            local.builder, builder.returned = None, False
         else:
             if builder is not None:
                 self._finish_open_step()
@@ -500,13 +502,15 @@ class SessionTracker:
             if getattr(self._local, "builder", None) is not None:
                 self._finish_open_step()  # another task's step, left open meanwhile
             self._read_on_return(builder)
-            self._local.builder = builder
+            builder.returned, self._local.builder = True, builder
             if not builder.lingering:
                 builder.lingering = True
                 self._notify(None)
             return
         if name in ("close", "reset"):
             builder.mark("close")
+        if builder.rows is not None:  # a run of add() that ends with a failed one
+            self._read_on_return(builder)
         self._finish(builder)
 
     def _calls(self) -> dict[asyncio.Task | None, _StepBuilder]:
@@ -553,7 +557,7 @@ class SessionTracker:
         builder.transition_records.append(record)
         builder.transition_events.append(name)
         builder.touched[record.key] = record
-        if builder.rows is not None:  # loaded by a result after its call returned: read it now
+        if builder.returned:  # loaded by a result after its call returned: read it now
             self._read_into(builder, [record])
             builder.read_transitions += 1
 
@@ -644,9 +648,10 @@ class SessionTracker:
     def _candidates(self, builder: _StepBuilder, members: _SessionMembers) -> list[_Record]:
         """The records whose row may have changed in this step, in tracker order."""
         candidates = dict(builder.touched)
-        whole_session = builder.call.rstrip("()") in WHOLE_SESSION_CALLS
-        keys = members.members if whole_session else members.flagged
-        candidates.update((key, self._all_records[key]) for key in keys)
+        if not builder.only_dirty:
+            whole_session = builder.call.rstrip("()") in WHOLE_SESSION_CALLS
+            keys = members.members if whole_session else members.flagged
+            candidates.update((key, self._all_records[key]) for key in keys)
         session = builder.session
         if session is not None:
             for obj in list(session.dirty) + list(session.deleted):
@@ -686,7 +691,7 @@ class SessionTracker:
             with self._lock:
                 members = self._sessions.get(session.hash_key) or _SessionMembers()
                 records = self._candidates(builder, members)
-            _end_transaction_labels(records, builder.events)
+                _end_transaction_labels(records, builder.events)
         else:
             records = builder.transition_records[builder.read_transitions:]
         builder.read_transitions = len(builder.transition_records)
@@ -708,9 +713,8 @@ class SessionTracker:
 
     def _rows_kept(self, builder: _StepBuilder) -> dict[int, tuple]:
         """The rows of a step read as its call returned, and since then: those of objects
-        still expired then, which reading the result may have loaded (unless they were
-        modified since, by an attribute assigned after the call: a later step shows that);
-        and the objects a ``delete()`` marked."""
+        still expired then, which reading the result may have loaded (without the attributes
+        assigned since: a later step shows those); and the objects a ``delete()`` marked."""
         rows = builder.rows
         session = builder.session
         session_key = session.hash_key
@@ -722,8 +726,11 @@ class SessionTracker:
         deleted_ids = _deleted_ids(session)
         for record in refreshable:
             row = self._read(record, deleted_ids, session_key)
-            if record.key not in rows or row[ROW_MODIFIED] == rows[record.key][ROW_MODIFIED]:
-                rows[record.key] = row
+            kept = rows.get(record.key)
+            rows[record.key] = (
+                row if kept is None or row[ROW_MODIFIED] == kept[ROW_MODIFIED]
+                else _loaded_before_changes(kept, row)
+            )
         return rows
 
     def _finish_open_step(self) -> None:
@@ -1021,6 +1028,19 @@ def _row_key(row: tuple) -> int:
 
 def _record_key(record: _Record) -> int:
     return record.key
+
+
+def _loaded_before_changes(kept: tuple, now: tuple) -> tuple:
+    """An expired object's row at the end of a result's step, read after attributes were
+    assigned since the call returned: ``kept`` (its row then) if nothing tells that reading the
+    result loaded it; else the row ``now``, with the label and changes it had then."""
+    assigned = set(now[ROW_MODIFIED]) - set(kept[ROW_MODIFIED])
+    left_alone = set(kept[ROW_EXPIRED]) - assigned
+    if not left_alone or left_alone & set(now[ROW_EXPIRED]):
+        return kept
+    row = list(now)
+    row[ROW_LABEL], row[ROW_MODIFIED] = kept[ROW_LABEL], kept[ROW_MODIFIED]
+    return tuple(row)
 
 
 def _as_of(row: tuple, gone_from: int | None, index: int) -> tuple:

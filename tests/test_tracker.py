@@ -556,6 +556,31 @@ def test_a_change_between_two_calls_is_a_step_of_its_own_not_the_earlier_calls(
     assert tracker.snapshot_at(david_key, add.index).label == "User(id=None, name='David')"
 
 
+@pytest.mark.parametrize("reload", ["print", "query"])
+def test_a_reload_shows_in_its_step_and_a_rename_after_it_in_the_next(session, reload):
+    """The expired object a result loads, then renamed before the next call: the loading step
+    shows it loaded as it was, the rename is a step of its own."""
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    session.commit()  # expires John
+    if reload == "print":
+        print(john)  # loads him: a call (load on access)
+    else:
+        session.scalars(select(User)).all()  # loads him while the result is read
+    john.name = "Johnny"
+    session.flush()
+    key = tracker.watch(john).key
+    seen = [(tracker.step_at(index).call, tracker.snapshot_at(key, index))
+            for index in tracker.steps_touching(key)]
+    assert [(call, snap.label, snap.modified, snap.expired) for call, snap in seen] == [
+        ("get()", JOHN, (), ()),
+        ("commit()", JOHN, (), ("id", "name")),
+        ("load on access" if reload == "print" else "scalars()", JOHN, (), ()),
+        ("between calls", JOHNNY, ("name",), ()),
+        ("flush()", JOHNNY, (), ()),
+    ]
+
+
 def test_an_object_collected_reads_as_gone_only_from_then_on(session):
     tracker = SessionTracker(session)
     mary = User(name="Mary")

@@ -32,7 +32,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -95,6 +95,7 @@ WHOLE_SESSION_CALLS = frozenset(
 SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 # At most this many objects per step get a repr() label: views list only the first few.
 LABEL_BUDGET = 64
+_NO_IDS: frozenset[int] = frozenset()  # no object marked for deletion
 
 Listener = Callable[[Step | None], None]
 Target = (
@@ -615,7 +616,9 @@ class SessionTracker:
                 self._all_records.append(record)
             return record
 
-    def _read(self, record: _Record, deleted_ids: set[int], open_session: int | None) -> tuple:
+    def _read(
+        self, record: _Record, deleted_ids: Set[int], open_session: int | None
+    ) -> tuple:
         obj = record()
         if obj is None:
             return gone_row(record.latest or (record.key, record.label, GONE, "", None))
@@ -674,30 +677,42 @@ class SessionTracker:
             _relabel(records)
             session_key = session.hash_key
             return any(
-                self._read(record, set(), session_key) != kept.get(record.key, record.latest)
+                self._read(record, _NO_IDS, session_key) != kept.get(record.key, record.latest)
                 for record in records
             )
 
     def _read_on_return(self, builder: _StepBuilder) -> None:
         """A step kept open after its call returned: read the objects as the call left them.
 
-        A result's step reads what its call may have changed; a step of calls that emit no SQL
-        (``add()`` ...) only the objects of this call's transitions.
+        A result's step reads what its call may have changed (an expired object it did not
+        touch is read when the step ends: reading the result may load it); a step of calls that
+        emit no SQL (``add()`` ...) only the objects of this call's transitions.
         """
         if builder.rows is None:
             builder.rows, builder.label_budget = {}, LABEL_BUDGET
-        if builder.name in RESULT_CALLS:
-            session = builder.session
-            with self._lock:
-                members = self._sessions.get(session.hash_key) or _SessionMembers()
-                records = self._candidates(builder, members)
-                _end_transaction_labels(records, builder.events)
-        else:
-            records = builder.transition_records[builder.read_transitions:]
-        builder.read_transitions = len(builder.transition_records)
+        transitions, start = builder.transition_records, builder.read_transitions
+        builder.read_transitions = len(transitions)
+        if builder.name not in RESULT_CALLS:
+            if start < len(transitions):
+                self._read_into(builder, transitions[start:])
+            return
+        session = builder.session
+        with self._lock:
+            members = self._sessions.get(session.hash_key) or _SessionMembers()
+            candidates = self._candidates(builder, members)
+            _end_transaction_labels(candidates, builder.events)
+        touched, records, untouched_expired = builder.touched, [], []
+        for record in candidates:
+            latest = record.latest
+            if (latest is not None and latest[ROW_EXPIRED] and not latest[ROW_MODIFIED]
+                    and record.key not in touched):
+                untouched_expired.append(record)
+            else:
+                records.append(record)
         self._read_into(builder, records)
-        builder.refreshable = [
-            record for record in records if builder.rows[record.key][ROW_EXPIRED]
+        rows = builder.rows
+        builder.refreshable = untouched_expired + [
+            record for record in records if rows[record.key][ROW_EXPIRED]
         ]
 
     def _read_into(self, builder: _StepBuilder, records: list[_Record]) -> None:
@@ -705,8 +720,9 @@ class SessionTracker:
         within the step's budget."""
         session = builder.session
         with self._lock:
-            builder.label_budget = _relabel(records, budget=builder.label_budget)
-            deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else set()
+            if builder.label_budget:
+                builder.label_budget = _relabel(records, budget=builder.label_budget)
+            deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else _NO_IDS
             session_key = session.hash_key
             for record in records:
                 builder.rows[record.key] = self._read(record, deleted_ids, session_key)
@@ -719,18 +735,21 @@ class SessionTracker:
         session = builder.session
         session_key = session.hash_key
         refreshable = builder.refreshable
-        if builder.name in DELETING_CALLS:
-            refreshable = [record for record in map(self._record_of, session.deleted)
-                           if record is not None and record.key not in rows]
-        _relabel(refreshable, budget=builder.label_budget)
+        marked = [] if builder.name not in DELETING_CALLS else [
+            record for record in map(self._record_of, session.deleted)
+            if record is not None and record.key not in rows
+        ]
+        _relabel(refreshable + marked, budget=builder.label_budget)
         deleted_ids = _deleted_ids(session)
         for record in refreshable:
             row = self._read(record, deleted_ids, session_key)
-            kept = rows.get(record.key)
+            kept = rows.get(record.key, record.latest)  # as the call left it
             rows[record.key] = (
-                row if kept is None or row[ROW_MODIFIED] == kept[ROW_MODIFIED]
+                row if row[ROW_MODIFIED] == kept[ROW_MODIFIED]
                 else _loaded_before_changes(kept, row)
             )
+        for record in marked:
+            rows[record.key] = self._read(record, deleted_ids, session_key)
         return rows
 
     def _finish_open_step(self) -> None:

@@ -35,7 +35,7 @@ from autograder.course import Course
 
 SECRET_NAME = "COURSE_GRADE_TEST_SECRET"
 MUL = "def mul(a, b):\n    return a * b\n"
-MEMORY_MB, PROCESSES, CPU_SECONDS, DISK_MB, CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 1200, 64, 2, 8, 4, 5
+MEMORY_MB, PROCESSES, CPU_SECONDS, DISK_MB, CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 1200, 64, 3, 8, 4, 5
 OPTIONS = [
     f"--memory-mb={MEMORY_MB}",
     f"--max-processes={PROCESSES}",

@@ -6,9 +6,14 @@ tests include one of those, one server is started for the whole session before t
 (tools/postgres_server.py), unless COURSE_DATABASE_URL already names one, and COURSE_DATABASE_URL is
 set in this process, so every kernel a test starts inherits it. The server is stopped and deleted
 when the session ends. It lives here, at the root, so `pytest notebooks/NN-name.ipynb` has it too.
+
+`pytest --course-database=postgresql` runs every selected test on PostgreSQL: the server is started
+whatever is selected, and nbval also applies tests/nbval-sanitize-postgresql.cfg, whose rules map
+PostgreSQL's spelling of the same outputs (its SQL dialect, its URL) to the stored SQLite outputs.
 """
 
 import sys
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,6 +26,21 @@ from postgres_server import postgres_for_the_course  # noqa: E402
 
 TAG = "postgresql"
 SERVER = pytest.StashKey[ExitStack]()
+POSTGRESQL_RULES = ROOT / "tests" / "nbval-sanitize-postgresql.cfg"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--course-database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the database every lesson and assignment runs on (postgresql: a throwaway server)",
+    )
+
+
+def on_postgresql(config: pytest.Config) -> bool:
+    """Whether this run is the PostgreSQL pass (`--course-database=postgresql`)."""
+    return config.getoption("--course-database") == "postgresql"
 
 
 def postgresql_lessons() -> list[str]:
@@ -35,12 +55,24 @@ def postgresql_lessons() -> list[str]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{TAG}: the test needs COURSE_DATABASE_URL on PostgreSQL")
     config.stash[SERVER] = ExitStack()
+    if on_postgresql(config):
+        add_postgresql_rules(config)
+
+
+def add_postgresql_rules(config: pytest.Config) -> None:
+    """Point nbval at the usual sanitize rules, then the PostgreSQL ones (it reads one file)."""
+    usual = config.getoption("nbval_sanitize_with", None)
+    folder = config.stash[SERVER].enter_context(tempfile.TemporaryDirectory())
+    merged = Path(folder) / "nbval-sanitize.cfg"
+    parts = [Path(usual).read_text()] if usual else []
+    merged.write_text("\n".join([*parts, POSTGRESQL_RULES.read_text()]))
+    config.option.nbval_sanitize_with = str(merged)
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     lessons = postgresql_lessons()
-    if any(
+    if (items and on_postgresql(config)) or any(
         item.get_closest_marker(TAG) or any(lesson in item.nodeid for lesson in lessons)
         for item in items
     ):

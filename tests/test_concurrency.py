@@ -219,3 +219,37 @@ def test_a_lesson_schema_starts_empty_and_leaves_other_tables_alone() -> None:
         assert connection.scalar(text("SELECT count(*) FROM public.kept")) == 0
         connection.execute(text("DROP TABLE public.kept"))
     outside.dispose()
+
+
+def test_a_postgresql_test_run_leaves_no_server_behind() -> None:
+    """`pytest --course-database=postgresql` starts its own server and stops and deletes it."""
+    with tempfile.TemporaryDirectory() as folder:
+        _a_postgresql_run_in(Path(folder))
+
+
+def _a_postgresql_run_in(tmp_path: Path) -> None:
+    tmp_path.chmod(0o711)  # the server's user (nobody, under root) must reach its folder in here
+    environment = {name: value for name, value in os.environ.items() if name != VARIABLE}
+    environment["TMPDIR"] = str(tmp_path)  # the run's server folder is made in here, and only its
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--override-ini=addopts=",
+         "--course-database=postgresql", f"{__file__}::test_read_compute_write_loses_an_update"],
+        cwd=TOOL.parents[1], env=environment, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
+    assert not list(tmp_path.glob("course-postgres-*")), "the server's folder is left behind"
+    assert not _servers_in(tmp_path), "the server still runs"
+
+
+def _servers_in(folder: Path) -> list[str]:
+    """Command lines of the PostgreSQL servers running on a cluster inside `folder`."""
+    servers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if Path(arguments[0]).name == "postgres" and str(folder) in " ".join(arguments):
+            servers.append(" ".join(arguments))
+    return servers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -200,6 +201,13 @@ SETTING_OPTIONS = (
         "grows past twice this is stopped",
         1,
     ),
+    (
+        "--allowed-failures",
+        "CourseGrade.allowed_failures",
+        "with --scheduler: how many times a notebook whose kernel kills its worker runs again "
+        "before it is graded as a dead kernel",
+        1,
+    ),
     ("--timeout", "Execute.timeout", "seconds a cell may run", 1),
     (
         "--notebook-timeout",
@@ -224,6 +232,12 @@ def add_setting_options(parser: argparse.ArgumentParser) -> None:
             help=f"{text} (default: c.{trait} from the nbgrader config files, else its default)",
         )
     parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="execute the notebooks on the workers of this Dask scheduler, e.g. "
+        "tcp://10.0.0.5:8786 (default: c.CourseGrade.scheduler, else on this machine)",
+    )
+    parser.add_argument(
         "--no-sandbox",
         action="store_true",
         default=None,
@@ -240,6 +254,8 @@ def setting_overrides(args: argparse.Namespace) -> Config:
         if value is not None:
             section, name = trait.split(".")
             config[section][name] = value * factor
+    if getattr(args, "scheduler", None):
+        config.CourseGrade.scheduler = args.scheduler
     if getattr(args, "no_sandbox", None):
         config.CourseGrade.sandbox = False
     return config
@@ -383,28 +399,36 @@ def run_grade(course: Course, args: argparse.Namespace, gradebook: Gradebook) ->
         settings.disk_mb * 1024**2,
         isolate=settings.sandbox,
     )
-    problem = sandbox_problem(policy, course.state_folder / "sandbox-probe")
-    if problem:
-        console.print(
-            f"[bold red]WARNING: kernels run WITHOUT the sandbox ({problem}): student code "
-            "can read the course folder and reach the network.[/]"
-        )
-        policy = dataclasses.replace(policy, isolate=False)
-    console.print(policy.describe())
-    submissions = find_submissions(course, args.assignment, args.student)
-    for submission in submissions:
+    if settings.scheduler:
+        from autograder.cluster import DaskWorkers  # imports Dask only for a cluster
+
+        cluster = DaskWorkers(course, settings.scheduler, policy, settings.allowed_failures)
+        console.print(literal(cluster.description))
+    else:
+        cluster = None
+        problem = sandbox_problem(policy, course.state_folder / "sandbox-probe")
+        if problem:
+            console.print(
+                f"[bold red]WARNING: kernels run WITHOUT the sandbox ({problem}): student code "
+                "can read the course folder and reach the network.[/]"
+            )
+            policy = dataclasses.replace(policy, isolate=False)
+        console.print(policy.describe())
+    with cluster or contextlib.nullcontext():
+        submissions = find_submissions(course, args.assignment, args.student)
+        for submission in submissions:
+            try:
+                course.read_record(submission)
+            except BrokenRecord as broken:
+                console.print(literal(str(broken), style="yellow"))
+        if not submissions:
+            console.print(f"no submissions found in {course.coursedir.submitted_directory}/")
+        bar = ProgressBar()
+        options = GradeOptions(max(1, settings.jobs), args.force, policy)
         try:
-            course.read_record(submission)
-        except BrokenRecord as broken:
-            console.print(literal(str(broken), style="yellow"))
-    if not submissions:
-        console.print(f"no submissions found in {course.coursedir.submitted_directory}/")
-    bar = ProgressBar()
-    options = GradeOptions(max(1, settings.jobs), args.force, policy)
-    try:
-        grade(course, submissions, options, bar, gradebook, setting_overrides(args))
-    finally:
-        bar.stop()
+            grade(course, submissions, options, bar, gradebook, setting_overrides(args), cluster)
+        finally:
+            bar.stop()
     write_outputs(course, args, gradebook)
     return 1 if bar.ungraded else 0
 

@@ -19,6 +19,10 @@ Infrastructure failure is not a grade: a kernel that cannot start, or cannot imp
 test cells import, raises InfrastructureFailure in the worker, and a worker that dies breaks the
 pool. Either way the submissions concerned get no record (the next run grades them) and a note
 saying why (`Course.write_not_graded`), which the command and the report show.
+
+Where notebooks run is a `Workers`: the local fork pool (`LocalWorkers`), or the workers of a
+Dask cluster (`autograder.cluster.DaskWorkers`, `course-grade grade --scheduler`); the loop
+that opens, saves and publishes submissions is the same for both.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ import shutil
 import signal
 import tempfile
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.util import Finalize
@@ -67,6 +77,33 @@ class Listener(Protocol):
     def finished(self, record: GradingRecord) -> None: ...
 
     def not_graded(self, submission: Submission, reason: str) -> None: ...
+
+
+class Workers(Protocol):
+    """Where notebooks are executed and feedback is rendered; each call returns a future."""
+
+    @property
+    def slots(self) -> int:
+        """How many notebooks run at once."""
+        ...
+
+    def execute(self, job: NotebookJob) -> Future: ...
+
+    def feedback(self, submission: Submission) -> Future: ...
+
+
+@dataclass(frozen=True)
+class LocalWorkers:
+    """The local pool of forked workers."""
+
+    pool: ProcessPoolExecutor
+    slots: int
+
+    def execute(self, job: NotebookJob) -> Future:
+        return self.pool.submit(_execute, job)
+
+    def feedback(self, submission: Submission) -> Future:
+        return self.pool.submit(_feedback, submission)
 
 
 class CourseBusy(Exception):
@@ -116,9 +153,10 @@ def grade(
     listener: Listener,
     gradebook: Gradebook,
     extra_config: Config | None = None,
+    cluster: Workers | None = None,
 ) -> list[GradingRecord]:
     """Grade every submission not graded yet (all of them with `force`) with the run's one
-    gradebook connection; return the records."""
+    gradebook connection, on `cluster` if given, else in a local pool; return the records."""
     lock = _lock(course)
     try:
         shutil.rmtree(course.state_folder / "staging", ignore_errors=True)
@@ -126,10 +164,14 @@ def grade(
         for assignment in sorted({s.assignment for s in submissions}):
             writer.notebooks_of(assignment)
         todo = [s for s in submissions if options.force or not course.is_graded(s)]
-        if todo:
+        if todo and cluster is not None:
+            listener.started(len(todo), len(submissions) - len(todo))
+            _run_pool(cluster, writer, deque(todo), options.force, listener)
+        elif todo:
             with _start_pool(course, options, extra_config or Config()) as pool:
                 listener.started(len(todo), len(submissions) - len(todo))
-                _run_pool(pool, writer, deque(todo), options, listener)
+                workers = LocalWorkers(pool, options.jobs)
+                _run_pool(workers, writer, deque(todo), options.force, listener)
             shutil.rmtree(kernel_scratch(), ignore_errors=True)
         else:
             listener.started(0, len(submissions))
@@ -165,38 +207,40 @@ def _start_pool(course: Course, options: GradeOptions, extra_config: Config) -> 
 
 
 def _run_pool(
-    pool: ProcessPoolExecutor,
+    workers: Workers,
     writer: GradebookWriter,
     queue: deque[Submission],
-    options: GradeOptions,
+    force: bool,
     listener: Listener,
 ) -> None:
     running: dict[Future, tuple[OpenSubmission, str | None]] = {}
 
     def publish(opened: OpenSubmission) -> None:
         writer.publish(opened)
-        running[pool.submit(_feedback, opened.submission)] = (opened, None)
+        running[workers.feedback(opened.submission)] = (opened, None)
 
     while queue or running:
-        while queue and len(running) < 2 * options.jobs:
-            opened, jobs = writer.open(queue.popleft(), options.force)
+        while queue and len(running) < 2 * max(1, workers.slots):
+            opened, jobs = writer.open(queue.popleft(), force)
             for job in jobs:
-                running[pool.submit(_execute, job)] = (opened, job.notebook)
+                running[workers.execute(job)] = (opened, job.notebook)
             if not jobs:
                 publish(opened)
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
             opened, notebook = running.pop(future)
             error = future.exception()
-            if isinstance(error, BrokenProcessPool):
-                died = "a grading worker died while grading it (out of memory?)"
+            if isinstance(error, BrokenExecutor):  # the pool or the cluster is gone
+                local = isinstance(error, BrokenProcessPool)
+                lost = "a grading worker died" if local else str(error)
+                died = f"{lost} while grading it" + (" (out of memory?)" if local else "")
                 held = {id(item[0]): item[0] for item in [(opened, notebook), *running.values()]}
                 for submission in held.values():
                     submission.not_graded = submission.not_graded or died
                     writer.drop(submission)
                 raise GradingError(
-                    "a grading worker died (out of memory?); the submissions it held have no "
-                    "grade yet: run the command again to finish them"
+                    f"{lost}{' (out of memory?)' if local else ''}; the submissions it held "
+                    "have no grade yet: run the command again to finish them"
                 ) from error
             if isinstance(error, InfrastructureFailure):
                 writer.abandon(opened, notebook, str(error))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Bool, Integer
+from traitlets import Bool, Integer, Unicode
 from traitlets.config import Configurable
 
 
@@ -50,4 +50,16 @@ class CourseGrade(Configurable):
         True,
         help="Run each kernel inside bubblewrap (no network, no course files); the limits hold "
         "either way.",
+    ).tag(config=True)
+    scheduler = Unicode(
+        "",
+        help="The address of a Dask scheduler (e.g. tcp://10.0.0.5:8786) whose workers execute "
+        "the notebooks; empty: grade on this machine. Dask runs whatever it is sent: keep it on "
+        "loopback or a private network, or use TLS.",
+    ).tag(config=True)
+    allowed_failures = Integer(
+        2,
+        help="On a Dask cluster: how many times a notebook whose kernel kills its worker runs "
+        "again elsewhere before it is graded as a dead kernel (sets the scheduler's "
+        "allowed-failures).",
     ).tag(config=True)

@@ -175,13 +175,15 @@ class _StepBuilder:
             and not self.sql and not self.events and self.error is None
         )
 
-    def accepts(self, event_name: str) -> bool:
-        """Whether an event outside any call belongs to this step rather than to a new one.
+    def accepts(self, event_name: str, session: Session | None) -> bool:
+        """Whether an event of ``session`` outside any call belongs to this step rather than to
+        a new one.
 
         Rows an ``execute()`` result turns into objects later belong to it; a session event
-        (the commit at the end of ``with session.begin():``) does not.
+        (the commit at the end of ``with session.begin():``) does not, nor an event of another
+        session (the rows of a result that session returned earlier).
         """
-        if self.name in MERGEABLE_CALLS:
+        if self.name in MERGEABLE_CALLS or session is not self.session:
             return False
         if self.name in RESULT_CALLS:  # reading the result only loads objects
             return event_name == "load"
@@ -536,7 +538,7 @@ class SessionTracker:
             return builder
         local = self._local
         builder = getattr(local, "builder", None)
-        if builder is not None and not builder.accepts(first_event):
+        if builder is not None and not builder.accepts(first_event, session):
             self._finish_open_step()
             builder = None
         if builder is None:
@@ -676,7 +678,7 @@ class SessionTracker:
             records.sort(key=_record_key)
             _relabel(records)
             session_key = session.hash_key
-            return any(
+            return any(  # session.dirty leaves out the objects marked for deletion
                 self._read(record, _NO_IDS, session_key) != kept.get(record.key, record.latest)
                 for record in records
             )
@@ -692,11 +694,12 @@ class SessionTracker:
             builder.rows, builder.label_budget = {}, LABEL_BUDGET
         transitions, start = builder.transition_records, builder.read_transitions
         builder.read_transitions = len(transitions)
-        if builder.name not in RESULT_CALLS:
-            if start < len(transitions):
-                self._read_into(builder, transitions[start:])
-            return
         session = builder.session
+        if builder.name not in RESULT_CALLS:
+            if start < len(transitions):  # delete() attaches a detached object it marks
+                deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else _NO_IDS
+                self._read_into(builder, transitions[start:], deleted_ids)
+            return
         with self._lock:
             members = self._sessions.get(session.hash_key) or _SessionMembers()
             candidates = self._candidates(builder, members)
@@ -709,20 +712,21 @@ class SessionTracker:
                 untouched_expired.append(record)
             else:
                 records.append(record)
-        self._read_into(builder, records)
+        self._read_into(builder, records, _deleted_ids(session))  # no autoflush: still marked
         rows = builder.rows
         builder.refreshable = untouched_expired + [
             record for record in records if rows[record.key][ROW_EXPIRED]
         ]
 
-    def _read_into(self, builder: _StepBuilder, records: list[_Record]) -> None:
+    def _read_into(
+        self, builder: _StepBuilder, records: list[_Record], deleted_ids: Set[int] = _NO_IDS
+    ) -> None:
         """Read ``records``' rows now into the step's kept rows, labelling them by repr()
-        within the step's budget."""
+        within the step's budget; ``deleted_ids``: the objects marked for deletion among them."""
         session = builder.session
         with self._lock:
             if builder.label_budget:
                 builder.label_budget = _relabel(records, budget=builder.label_budget)
-            deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else _NO_IDS
             session_key = session.hash_key
             for record in records:
                 builder.rows[record.key] = self._read(record, deleted_ids, session_key)

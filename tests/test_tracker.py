@@ -802,3 +802,29 @@ def test_an_async_session_and_an_async_scoped_session_in_two_tasks():
     assert [step.sql for step in tracker.history if step.call == "commit()"] == [
         ("INSERT INTO users (name) VALUES (?)",)
     ] * 3
+
+
+def test_an_object_marked_for_deletion_stays_marked_through_a_query_without_autoflush(engine):
+    with Session(engine, autoflush=False) as session:
+        tracker = SessionTracker(session)
+        john = session.get(User, 1)
+        session.delete(john)
+        session.scalars(select(User)).all()  # no autoflush: John is still only marked
+        assert list(session.deleted) == [john]
+        assert tracker.current_session(session).deleted == ("User(id=1, name='John')",)
+        assert [step.call for step in tracker.history] == ["get()", "delete()", "scalars()"]
+
+
+def test_a_result_read_after_another_sessions_call_loads_into_its_own_session(engine):
+    """Rows of one session's result, read after another session's call: never that call's."""
+    tracker = SessionTracker(first := Session(engine), second := Session(engine))
+    result = first.scalars(select(User).where(User.name == "John"))
+    second.scalars(select(User).where(User.name == "Nobody")).all()
+    john = result.one()  # loaded now, while the second session's step is open
+    loads = [(step.call, step.session_label) for step in tracker.history
+             if any(t.event == "loaded_as_persistent" for t in step.transitions)]
+    assert loads == [("load", "session 1")]
+    assert tracker.state_of(john) == "persistent"
+    first.close()
+    second.close()
+

@@ -33,7 +33,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Set
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -148,7 +148,11 @@ class _StepBuilder:
     """The step being recorded in one thread."""
 
     call: str  # "add()"; outside any call "between calls", or a session event's name, or "load"
-    session: Session | None
+    # held weakly: a step kept open after its call returned must not keep its session (and so
+    # the session's pending objects) alive; a session collected meanwhile reads as None
+    session: InitVar[Session]
+    session_ref: weakref.ref[Session] = field(init=False)
+    session_key: int = field(init=False)
     thread: str = field(default_factory=lambda: threading.current_thread().name)
     name: str | None = None  # the Session method, None outside any call
     calls: int = 0
@@ -168,14 +172,17 @@ class _StepBuilder:
     touched: dict[int, _Record] = field(default_factory=dict)
     error: str | None = None
 
+    def __post_init__(self, session: Session) -> None:
+        self.session_ref, self.session_key = weakref.ref(session), session.hash_key
+
     def joins(self, name: str, session: Session) -> bool:
         """Whether a new call of ``name`` continues this step (add(), add(), ...)."""
         return (
-            self.name == name and name in MERGEABLE_CALLS and self.session is session
+            self.name == name and name in MERGEABLE_CALLS and self.session_key == session.hash_key
             and not self.sql and not self.events and self.error is None
         )
 
-    def accepts(self, event_name: str, session: Session | None) -> bool:
+    def accepts(self, event_name: str, session: Session) -> bool:
         """Whether an event of ``session`` outside any call belongs to this step rather than to
         a new one.
 
@@ -183,7 +190,7 @@ class _StepBuilder:
         (the commit at the end of ``with session.begin():``) does not, nor an event of another
         session (the rows of a result that session returned earlier).
         """
-        if self.name in MERGEABLE_CALLS or session is not self.session:
+        if self.name in MERGEABLE_CALLS or session.hash_key != self.session_key:
             return False
         if self.name in RESULT_CALLS:  # reading the result only loads objects
             return event_name == "load"
@@ -399,13 +406,15 @@ class SessionTracker:
                 return self._current(step.session_key)
             return self._session_as_of(step.session_key, index)
 
-    def session_snapshot_at(self, session: Session, index: int) -> SessionSnapshot:
-        """A given session's collections after step ``index`` (-1: before any step)."""
+    def session_snapshot_at(self, session: Session | int, index: int) -> SessionSnapshot:
+        """A given session's (or ``Session.hash_key``'s) collections after step ``index``
+        (-1: before any step)."""
         self.settle()
+        session_key = _session_key(session)
         with self._lock:
             if index == len(self._history) - 1:  # the latest: no need to replay the history
-                return self._current(session.hash_key)
-            return self._session_as_of(session.hash_key, index)
+                return self._current(session_key)
+            return self._session_as_of(session_key, index)
 
     def _session_as_of(self, session_key: int | None, index: int) -> SessionSnapshot:
         objects = [snap for snap in self.objects_at(index) if snap.session_key == session_key]
@@ -429,10 +438,10 @@ class SessionTracker:
                 return step.change_rows[position]
         return None
 
-    def current_session(self, session: Session) -> SessionSnapshot:
-        """The session's collections after the last step."""
+    def current_session(self, session: Session | int) -> SessionSnapshot:
+        """The session's (or ``Session.hash_key``'s) collections after the last step."""
         self.settle()
-        return self._current(session.hash_key)
+        return self._current(_session_key(session))
 
     def _current(self, session_key: int | None) -> SessionSnapshot:
         with self._lock:
@@ -529,7 +538,7 @@ class SessionTracker:
         return calls.get(_current_task()) if calls else None
 
     # ----------------------------------------------------------------- event handlers
-    def _builder(self, session: Session | None, first_event: str) -> _StepBuilder:
+    def _builder(self, session: Session, first_event: str) -> _StepBuilder:
         """The running call's step; outside any call, this thread's open step, or a new step
         named ``first_event``, or ``"between calls"`` for a cascade (an object appended to a
         collection joins the session)."""
@@ -657,7 +666,7 @@ class SessionTracker:
             whole_session = builder.call.rstrip("()") in WHOLE_SESSION_CALLS
             keys = members.members if whole_session else members.flagged
             candidates.update((key, self._all_records[key]) for key in keys)
-        session = builder.session
+        session = builder.session_ref()
         if session is not None:
             for obj in list(session.dirty) + list(session.deleted):
                 record = self._record_of(obj)
@@ -694,14 +703,14 @@ class SessionTracker:
             builder.rows, builder.label_budget = {}, LABEL_BUDGET
         transitions, start = builder.transition_records, builder.read_transitions
         builder.read_transitions = len(transitions)
-        session = builder.session
+        session = builder.session_ref()  # alive: its call has just returned
         if builder.name not in RESULT_CALLS:
             if start < len(transitions):  # delete() attaches a detached object it marks
                 deleted_ids = _deleted_ids(session) if builder.name in DELETING_CALLS else _NO_IDS
                 self._read_into(builder, transitions[start:], deleted_ids)
             return
         with self._lock:
-            members = self._sessions.get(session.hash_key) or _SessionMembers()
+            members = self._sessions.get(builder.session_key) or _SessionMembers()
             candidates = self._candidates(builder, members)
             _end_transaction_labels(candidates, builder.events)
         touched, records, untouched_expired = builder.touched, [], []
@@ -723,11 +732,10 @@ class SessionTracker:
     ) -> None:
         """Read ``records``' rows now into the step's kept rows, labelling them by repr()
         within the step's budget; ``deleted_ids``: the objects marked for deletion among them."""
-        session = builder.session
         with self._lock:
             if builder.label_budget:
                 builder.label_budget = _relabel(records, budget=builder.label_budget)
-            session_key = session.hash_key
+            session_key = builder.session_key
             for record in records:
                 builder.rows[record.key] = self._read(record, deleted_ids, session_key)
 
@@ -736,10 +744,10 @@ class SessionTracker:
         still expired then, which reading the result may have loaded (without the attributes
         assigned since: a later step shows those); and the objects a ``delete()`` marked."""
         rows = builder.rows
-        session = builder.session
-        session_key = session.hash_key
+        session = builder.session_ref()
+        session_key = None if session is None else builder.session_key  # see read_row
         refreshable = builder.refreshable
-        marked = [] if builder.name not in DELETING_CALLS else [
+        marked = [] if builder.name not in DELETING_CALLS or session is None else [
             record for record in map(self._record_of, session.deleted)
             if record is not None and record.key not in rows
         ]
@@ -763,19 +771,16 @@ class SessionTracker:
 
     def _finish(self, builder: _StepBuilder) -> None:
         """Close a step: read what changed, append the step, notify listeners."""
-        session = builder.session
-        session_key = None if session is None else session.hash_key
+        session, session_key = builder.session_ref(), builder.session_key
         with self._lock:
-            members = (
-                _SessionMembers() if session_key is None
-                else self._sessions.setdefault(session_key, _SessionMembers())
-            )
+            members = self._sessions.setdefault(session_key, _SessionMembers())
             if builder.rows is None:  # the step ends as its call returns: read it now
                 candidates = self._candidates(builder, members)
                 _end_transaction_labels(candidates, builder.events)
                 _relabel(candidates)
                 deleted_ids = _deleted_ids(session)
-                rows = {record.key: self._read(record, deleted_ids, session_key)
+                open_session = None if session is None else session_key  # see read_row
+                rows = {record.key: self._read(record, deleted_ids, open_session)
                         for record in candidates}
             else:
                 rows = self._rows_kept(builder)
@@ -812,7 +817,7 @@ class SessionTracker:
                 error=builder.error,
                 session_key=session_key,
                 calls=max(builder.calls, 1),
-                session_label=self._session_label(session),
+                session_label=self._session_label(session_key),
                 thread=builder.thread,
             )
             self._history.append(step)
@@ -820,13 +825,10 @@ class SessionTracker:
                 record.last_step, record.last_position = step.index, position
         self._notify(step)
 
-    def _session_label(self, session: Session | None) -> str:
-        if session is None:
-            return ""
-        label = self._session_labels.get(session.hash_key)
+    def _session_label(self, session_key: int) -> str:
+        label = self._session_labels.get(session_key)
         if label is None:
-            label = f"session {len(self._session_labels) + 1}"
-            self._session_labels[session.hash_key] = label
+            label = self._session_labels[session_key] = f"session {len(self._session_labels) + 1}"
         return label
 
     def _notify(self, step: Step | None) -> None:
@@ -1069,6 +1071,11 @@ def _loaded_before_changes(kept: tuple, now: tuple) -> tuple:
 def _as_of(row: tuple, gone_from: int | None, index: int) -> tuple:
     """A row as it reads after step ``index``: gone if the object was collected by then."""
     return gone_row(row) if gone_from is not None and index >= gone_from else row
+
+
+def _session_key(session: Session | int) -> int:
+    """A session's ``hash_key`` (a view keeps the key, not the session: see SessionPanel)."""
+    return session if isinstance(session, int) else session.hash_key
 
 
 def _deleted_ids(session: Session | None) -> set[int]:

@@ -364,18 +364,21 @@ class SessionPanel(_View):
         if isinstance(session, scoped_session | async_scoped_session):
             session = session()  # the registry's current session
         # An AsyncSession does its work in the Session it wraps: that is the one the tracker saw.
-        self._session = session.sync_session if isinstance(session, AsyncSession) else session
+        # Only its key is kept: a panel must not keep a session (and its pending objects) alive.
+        sync_session = session.sync_session if isinstance(session, AsyncSession) else session
+        self._session_key: int = sync_session.hash_key
         super().__init__(tracker)
         self._start(live)
 
     def _relevant(self, first: int, last: int) -> list[int]:
-        key = self._session.hash_key
+        key = self._session_key
         return [index for index in range(max(first, 0), last + 1)
                 if self._tracker.step_at(index).session_key == key]
 
     def _draw(self, offered: Sequence[int], position: int, now: bool) -> Picture:
-        snapshot = (self._tracker.current_session(self._session) if now
-                    else self._tracker.session_snapshot_at(self._session, offered[position - 1]))
+        key = self._session_key
+        snapshot = (self._tracker.current_session(key) if now
+                    else self._tracker.session_snapshot_at(key, offered[position - 1]))
         traits = {
             "new": snapshot.new, "dirty": snapshot.dirty, "deleted": snapshot.deleted,
             "identity_map": snapshot.identity_map, "in_transaction": snapshot.in_transaction,

@@ -828,3 +828,27 @@ def test_a_result_read_after_another_sessions_call_loads_into_its_own_session(en
     first.close()
     second.close()
 
+
+
+def test_a_step_kept_open_does_not_keep_its_session_alive(engine):
+    """A session dropped without close() is collected as without a tracker, though its add()
+    step is still open: its pending object is transient again, free to join another session."""
+    factory = sessionmaker(engine)
+    tracker = SessionTracker(factory)
+    first, mary = factory(), User(name="Mary")
+    first.add(mary)  # the add() step stays open: more add() calls may join it
+    first_ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert first_ref() is None
+    assert inspect(mary).transient
+    with factory() as second:
+        second.add(mary)
+        assert tracker.state_of(mary) == "pending"
+    steps = [(step.title, step.session_label, tracker.snapshot_at(0, step.index).state)
+             for step in tracker.history]
+    assert steps == [
+        ("add()", "session 1", "pending"),
+        ("add()", "session 2", "pending"),
+        ("close()", "session 2", "transient"),
+    ]

@@ -773,3 +773,24 @@ def test_in_an_event_loop_a_cell_costs_one_refresh_per_widget(sent):
     sent.clear()
     asyncio.run(loop_story(300))
     assert len(sent) == few
+
+
+def test_a_panel_does_not_keep_its_session_alive(shell):
+    """A session dropped without close() is collected with a panel on it, as without one: its
+    pending object is transient again and can be added to another session."""
+    ns = run(shell, """
+        import gc
+        from sqlalchemy import inspect
+        first = Session()
+        mary = User(name="Mary")
+        first.add(mary)
+        panel = SessionPanel(tracker, first)
+    """)
+    run(shell, """
+        first = Session()  # the first session is dropped, never closed
+        gc.collect()
+        state = "pending" if inspect(mary).pending else "transient"
+        first.add(mary)
+    """)
+    assert ns["state"] == "transient"
+    assert ns["panel"].new == ("User(id=None, name='Mary')",)

@@ -2,8 +2,10 @@
 
 Every check raises ``AssertionError`` with a message in three parts: what was expected, what came
 back, and the misunderstanding that most likely explains the difference. Checks compare types and
-identity (``type(x) is int``, ``a is b``), not only ``==``, and read the database through their own
-``sqlite3`` connection, so a patched session or a look-alike object cannot fake a pass.
+identity (``type(x) is int``, ``a is b``), not only ``==``, and read the database through a
+connection of their own (``sqlite3`` for an assignment's SQLite file, the engine's driver for a
+server such as PostgreSQL), never the student's session, so a patched session or a look-alike object
+cannot fake a pass.
 
 In Jupyter a failing check shows only that message, wrapped, as the cell's whole output: IPython
 prints what an exception's ``_render_traceback_`` returns instead of the traceback, so none of these
@@ -18,6 +20,7 @@ This module imports only the standard library and SQLAlchemy: grading needs no f
 from __future__ import annotations
 
 import gc
+import os
 import sqlite3
 import textwrap
 from collections.abc import Callable, Sequence
@@ -250,53 +253,113 @@ def check_closes_its_sessions(
     return result
 
 
-def table_rows(db_file: str | Path, table: str) -> list[tuple[Any, ...]]:
-    """All rows of ``table`` ordered by their first column, read through a fresh sqlite3 connection.
+Database = Engine | str | os.PathLike
+"""What the database helpers read and write: an assignment's engine, or a SQLite file's path."""
+LOCK_SECONDS = 3
+"""How long preparing a table waits for a session that holds it (then the test says why)."""
 
-    The connection is read-only and sees only committed data, never a session's pending changes.
+
+def sqlite_file(database: Database) -> Path | None:
+    """The SQLite file ``database`` is (a path, or a SQLite engine's file); None for a server."""
+    if not isinstance(database, Engine):
+        return Path(database)
+    if database.dialect.name != "sqlite":
+        return None
+    return Path(database.url.database or ":memory:")
+
+
+def server_connection(engine: Engine) -> Any:
+    """A new connection of the engine's own driver to its database (and schema), outside its pool
+    and any session: it sees only what was committed."""
+    arguments, keywords = engine.dialect.create_connect_args(engine.url)
+    return engine.dialect.loaded_dbapi.connect(*arguments, **keywords)
+
+
+def table_rows(database: Database, table: str) -> list[tuple[Any, ...]]:
+    """All rows of ``table`` ordered by their first column, read through a new connection (a
+    read-only ``sqlite3`` one for a SQLite file).
+
+    It sees only committed data, never a session's pending changes.
     """
     __tracebackhide__ = True
-    path = Path(db_file).resolve()
-    if not path.is_file():
+    path = sqlite_file(database)
+    if path is None:
+        connection = server_connection(database)
+    elif path.is_file():
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        connection = sqlite3.connect(uri, uri=True, timeout=5)
+    else:
         fail(
             f"Reading table {table!r}",
-            f"the database file {path}",
+            f"the database file {path.resolve()}",
             "no such file",
             "the notebook's set-up cell creates the database: run it before the test cells",
         )
-    uri = f"{path.as_uri()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
-        return connection.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+    with closing(connection):
+        cursor = connection.cursor()
+        cursor.execute(f'SELECT * FROM "{table}" ORDER BY 1')
+        rows = [tuple(row) for row in cursor.fetchall()]
+        connection.rollback()
+    return rows
 
 
-def write_rows(db_file: str | Path, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Replace every row of ``table`` with ``rows``, through a fresh sqlite3 connection."""
+def write_rows(database: Database, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Replace every row of ``table`` with ``rows``, through a new connection, and commit.
+
+    The next id the database hands out is one more than the largest id written: SQLite does this
+    by itself, and on PostgreSQL the id's sequence is set so.
+    """
     __tracebackhide__ = True
+    path = sqlite_file(database)
+    if path is None:
+        connection, marker = server_connection(database), "%s"
+        locked = database.dialect.loaded_dbapi.OperationalError
+    else:
+        connection, marker = sqlite3.connect(path, timeout=LOCK_SECONDS), "?"
+        locked = sqlite3.OperationalError
     try:
-        with closing(sqlite3.connect(Path(db_file), timeout=3)) as connection, connection:
-            connection.execute(f'DELETE FROM "{table}"')
+        with closing(connection):
+            cursor = connection.cursor()
+            if path is None:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_SECONDS}s'")
+            cursor.execute(f'DELETE FROM "{table}"')
             for row in rows:
-                marks = ", ".join("?" * len(row))
-                connection.execute(f'INSERT INTO "{table}" VALUES ({marks})', row)
-    except sqlite3.OperationalError as error:
+                marks = ", ".join([marker] * len(row))
+                cursor.execute(f'INSERT INTO "{table}" VALUES ({marks})', row)
+            if path is None:
+                restart_ids(cursor, table)
+            connection.commit()
+    except locked as error:
         fail(
             f"Preparing table {table!r} for the test",
-            "a database no session is writing to",
-            f"sqlite3.OperationalError: {error}",
-            "a session that flushed but was never committed or closed still holds the "
-            "database's write lock: open sessions with `with Session(engine) as session:`",
+            "a table no session is writing to",
+            f"{type(error).__module__}.{type(error).__name__}: {error}",
+            "a session that flushed but was never committed or closed still holds its locks (on "
+            "SQLite, the whole database's write lock): open sessions with "
+            "`with Session(engine) as session:`",
         )
 
 
+def restart_ids(cursor: Any, table: str) -> None:
+    """Make a PostgreSQL table's id sequence go on after its largest id, as SQLite's rowid does."""
+    cursor.execute(f'SELECT * FROM "{table}" LIMIT 0')
+    key = cursor.description[0][0]
+    cursor.execute(
+        f'SELECT setval(pg_get_serial_sequence(%s, %s), COALESCE(MAX("{key}"), 0) + 1, false) '
+        f'FROM "{table}"',
+        (f'"{table}"', key),
+    )
+
+
 def check_rows(
-    db_file: str | Path, table: str, expected: Sequence[tuple[Any, ...]], misunderstanding: str
+    database: Database, table: str, expected: Sequence[tuple[Any, ...]], misunderstanding: str
 ) -> None:
     """Check the committed rows of ``table`` (ordered by first column) against ``expected``."""
     __tracebackhide__ = True
-    rows = table_rows(db_file, table)
+    rows = table_rows(database, table)
     check(
         rows == [tuple(row) for row in expected],
-        f"Committed rows of table {table!r}, read through an independent sqlite3 connection",
+        f"Committed rows of table {table!r}, read through an independent connection",
         list(expected),
         rows,
         misunderstanding,

@@ -171,7 +171,7 @@ def _owner(path: Path) -> int | None:
         return None
 
 
-def python_paths(packages: tuple[str, ...] = ("autograder",)) -> tuple[str, ...]:
+def python_paths(packages: tuple[str, ...] = ("autograder", "course_database")) -> tuple[str, ...]:
     """Folders the kernel needs to read: the interpreter, the environment, our packages."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     for name in packages:

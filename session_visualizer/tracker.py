@@ -38,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 import sqlalchemy.orm.query
-from sqlalchemy import event, inspect
+from sqlalchemy import Executable, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import InstanceState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.attributes import instance_state
@@ -86,11 +86,15 @@ LOAD_OPTIONS = "_sa_orm_load_options"
 LOAD_ON_ACCESS = "load on access"
 # The name of a step of changes made outside any call (see ``SessionTracker.catch_up``).
 BETWEEN_CALLS = "between calls"
-# Calls that may change every object of the session without a lifecycle event (expiry);
-# "between calls" re-reads them all too.
+# Calls that may change every object of the session without a lifecycle event (expiry, a
+# merge), and session events that do (a commit or rollback outside any call); "between calls"
+# re-reads them all too. So do the queries that may (see ``_changes_whole_session``).
 WHOLE_SESSION_CALLS = frozenset(
-    {"commit", "rollback", "expire", "expire_all", "refresh", "merge", BETWEEN_CALLS}
+    {"commit", "rollback", "expire", "expire_all", "refresh", "merge", "merge_all", BETWEEN_CALLS}
 )
+# The calls that run a statement or a get(): an ORM UPDATE or DELETE, or populate_existing, may
+# change any object of the session.
+QUERY_CALLS = frozenset({"execute", "scalars", "scalar", "get", "get_one"})
 # Session events that can happen outside any call (the end of a ``with session.begin():`` block).
 SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 # At most this many objects per step get a repr() label: views list only the first few.
@@ -164,6 +168,7 @@ class _StepBuilder:
     refreshable: list[_Record] = field(default_factory=list)  # expired when the call returned
     label_budget: int = 0  # how many more objects may get a repr() label once it returned
     only_dirty: bool = False  # a step between calls before a call: only modified objects change
+    whole_session: bool = False  # any object of the session may change (WHOLE_SESSION_CALLS)
     # the lifecycle events so far: which object, which event
     transition_records: list[_Record] = field(default_factory=list)
     transition_events: list[str] = field(default_factory=list)
@@ -321,7 +326,8 @@ class SessionTracker:
                         if members.thread == thread]
         for session in sessions:
             if session is not None and self._call_builder() is None:
-                self._finish(_StepBuilder(call=BETWEEN_CALLS, session=session, name=BETWEEN_CALLS))
+                self._finish(_StepBuilder(call=BETWEEN_CALLS, session=session, name=BETWEEN_CALLS,
+                                          whole_session=True))
 
     def snapshot_of(self, key: int) -> ObjectSnapshot:
         """An object's latest snapshot, by its tracker key (state ``gone`` once collected)."""
@@ -482,8 +488,13 @@ class SessionTracker:
             hub.leave(self)
 
     # ----------------------------------------------------------------- calls (from _Hub)
-    def _call_started(self, name: str, session: Session, kwargs: dict[str, Any]) -> bool:
-        """A tracked call begins: start or continue a step; False for a call inside another."""
+    def _call_started(
+        self, name: str, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """A tracked call begins: start or continue a step; False for a call inside another.
+
+        ``args`` and ``kwargs`` are the call's arguments (with the session first, if the method
+        is wrapped on a class)."""
         calls = self._calls()
         task = _current_task()
         if task in calls:
@@ -499,7 +510,10 @@ class SessionTracker:
             if changed:
                 self._finish(_StepBuilder(call=BETWEEN_CALLS, session=session,
                                           name=BETWEEN_CALLS, only_dirty=True))
-            builder = _StepBuilder(call=_call_name(name, kwargs), session=session, name=name)
+            builder = _StepBuilder(
+                call=_call_name(name, kwargs), session=session, name=name,
+                whole_session=_changes_whole_session(name, session, args, kwargs),
+            )
         builder.calls += 1
         calls[task] = builder
         return True
@@ -551,9 +565,9 @@ class SessionTracker:
             self._finish_open_step()
             builder = None
         if builder is None:
-            cascade = first_event in LIFECYCLE_EVENTS
-            builder = _StepBuilder(call=BETWEEN_CALLS if cascade else first_event,
-                                   session=session, lingering=True)
+            call = BETWEEN_CALLS if first_event in LIFECYCLE_EVENTS else first_event  # a cascade
+            builder = _StepBuilder(call=call, session=session, lingering=True,
+                                   whole_session=call in WHOLE_SESSION_CALLS)
             local.builder = builder
         return builder
 
@@ -663,8 +677,7 @@ class SessionTracker:
         """The records whose row may have changed in this step, in tracker order."""
         candidates = dict(builder.touched)
         if not builder.only_dirty:
-            whole_session = builder.call.rstrip("()") in WHOLE_SESSION_CALLS
-            keys = members.members if whole_session else members.flagged
+            keys = members.members if builder.whole_session else members.flagged
             candidates.update((key, self._all_records[key]) for key in keys)
         session = builder.session_ref()
         if session is not None:
@@ -723,8 +736,10 @@ class SessionTracker:
                 records.append(record)
         self._read_into(builder, records, _deleted_ids(session))  # no autoflush: still marked
         rows = builder.rows
+        # reading the result loads the expired objects, and with populate_existing overwrites
+        # any object it returns
         builder.refreshable = untouched_expired + [
-            record for record in records if rows[record.key][ROW_EXPIRED]
+            record for record in records if builder.whole_session or rows[record.key][ROW_EXPIRED]
         ]
 
     def _read_into(
@@ -741,8 +756,9 @@ class SessionTracker:
 
     def _rows_kept(self, builder: _StepBuilder) -> dict[int, tuple]:
         """The rows of a step read as its call returned, and since then: those of objects
-        still expired then, which reading the result may have loaded (without the attributes
-        assigned since: a later step shows those); and the objects a ``delete()`` marked."""
+        still expired then, which reading the result may have loaded, or of any object with
+        ``populate_existing`` (without the attributes assigned since: a later step shows those);
+        and the objects a ``delete()`` marked."""
         rows = builder.rows
         session = builder.session_ref()
         session_key = None if session is None else builder.session_key  # see read_row
@@ -966,7 +982,7 @@ class _Hub:
             started = []
             for ref in refs:
                 tracker = ref()
-                if tracker is not None and tracker._call_started(name, session, kwargs):
+                if tracker is not None and tracker._call_started(name, session, args, kwargs):
                     started.append(tracker)
             try:
                 return method(*args, **kwargs)
@@ -1119,6 +1135,30 @@ def _private_sync_class(factory: async_sessionmaker) -> type[Session]:
     private = type(base.__name__, (base,), {_PRIVATE_SYNC_CLASS: True})
     factory.kw["sync_session_class"] = private
     return private
+
+
+def _changes_whole_session(
+    name: str, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Whether a call may change any object of the session without a lifecycle event: expiry,
+    a merge, an ORM-enabled UPDATE or DELETE (it synchronizes the objects it matched), or a
+    query with ``populate_existing`` (it overwrites the objects it returns)."""
+    if name in WHOLE_SESSION_CALLS:
+        return True
+    if name not in QUERY_CALLS:
+        return False
+    if kwargs.get("populate_existing"):  # get(User, 1, populate_existing=True)
+        return True
+    positional = args[1:] if args and args[0] is session else args
+    statement = positional[0] if positional else kwargs.get("statement")
+    if not isinstance(statement, Executable):  # get()'s entity
+        return False
+    options = {**statement.get_execution_options(), **(kwargs.get("execution_options") or {})}
+    load_options = options.get(LOAD_OPTIONS)  # Query.populate_existing()
+    return bool(
+        statement.is_dml or options.get("populate_existing")
+        or getattr(load_options, "_populate_existing", False)
+    )
 
 
 def _call_name(name: str, kwargs: dict[str, Any]) -> str:

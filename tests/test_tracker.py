@@ -9,7 +9,7 @@ import threading
 import weakref
 
 import pytest
-from sqlalchemy import String, create_engine, inspect, select
+from sqlalchemy import String, create_engine, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
@@ -21,6 +21,7 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    make_transient_to_detached,
     mapped_column,
     scoped_session,
     sessionmaker,
@@ -852,3 +853,53 @@ def test_a_step_kept_open_does_not_keep_its_session_alive(engine):
         ("add()", "session 2", "pending"),
         ("close()", "session 2", "transient"),
     ]
+
+
+
+def rename_behind_the_sessions_back(session) -> None:
+    """Rename John in the database only (Core: the session's objects are left alone)."""
+    session.execute(update(User.__table__).where(User.id == 1).values(name="Johnny"))
+
+
+SILENT_CHANGES = {  # a call that changes John in memory without a lifecycle event -> its step
+    "ORM update": (
+        lambda session: session.execute(update(User).where(User.id == 1).values(name="Johnny")),
+        "execute()",
+    ),
+    "populate_existing option": (
+        lambda session: session.scalars(
+            select(User).execution_options(populate_existing=True)).all(),
+        "scalars()",
+    ),
+    "get(populate_existing=True)": (
+        lambda session: session.get(User, 1, populate_existing=True), "get()"
+    ),
+    "Query.populate_existing()": (
+        lambda session: session.query(User).populate_existing().all(), "Query.all()"
+    ),
+    "merge_all(load=False)": (  # copies onto John without marking him modified
+        lambda session: session.merge_all([detached(User(id=1, name="Johnny"))], load=False),
+        "merge_all()",
+    ),
+}
+
+
+def detached(user: User) -> User:
+    make_transient_to_detached(user)
+    return user
+
+
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.LegacyAPIWarning")
+@pytest.mark.parametrize("change", list(SILENT_CHANGES))
+def test_a_call_that_changes_objects_without_an_event_shows_it_in_its_own_step(session, change):
+    """An ORM UPDATE synchronizes the objects in the session, populate_existing overwrites them,
+    a merge copies onto them: that is the call's doing, not a change made between calls."""
+    tracker = SessionTracker(session)
+    john = session.get(User, 1)
+    rename_behind_the_sessions_back(session)
+    call, expected = SILENT_CHANGES[change]
+    call(session)
+    assert john.name == "Johnny"
+    tracker.catch_up()
+    steps = [(step.call, [snap.label for snap in step.changes]) for step in tracker.history]
+    assert steps == [("get()", [JOHN]), ("execute()", []), (expected, [JOHNNY])]

@@ -254,16 +254,17 @@ class DaskWorkers:
                 f"the Dask scheduler at {self.address} has no worker after "
                 f"{CONNECT_SECONDS} s: {HOW_TO_START}"
             ) from None
-        try:
-            self.client.get_versions(check=True, packages=list(COURSE_PACKAGES))
-        except ValueError:
-            self._raise_version_error()
-        sandboxes = self.client.run(probe_worker, self.limits)
-        unsafe = [f"{worker} ({problem})" for worker, (problem, _) in sandboxes.items() if problem]
+        self._check_versions()
+        sandboxes = self.client.run(probe_worker, self.limits, on_error="return")
+        unsafe = [
+            f"{worker} ({answer if isinstance(answer, Exception) else answer[0]})"
+            for worker, answer in sandboxes.items()
+            if isinstance(answer, Exception) or answer[0]
+        ]
         if unsafe:
             raise ClusterError(
-                f"these Dask workers cannot sandbox kernels: {'; '.join(unsafe)}. Install "
-                "bubblewrap there, or grade with --no-sandbox (student code then runs "
+                f"these Dask workers cannot run kernels in the sandbox: {'; '.join(unsafe)}. "
+                "Install bubblewrap there, or grade with --no-sandbox (student code then runs "
                 "unisolated on the workers). Nothing was graded."
             )
         if not self.slots:
@@ -279,27 +280,26 @@ class DaskWorkers:
             f"{allowed_failures + 1} times; on the workers: {'; '.join(limits)}"
         )
 
-    def _raise_version_error(self) -> None:
+    def _check_versions(self) -> None:
+        """A ClusterError naming each machine whose packages differ from the grader's.
+
+        `get_versions(check=True)` raises only for Dask's own packages and merely warns about
+        the others (nbgrader, SQLAlchemy, ...): the versions are compared here instead."""
         versions = self.client.get_versions(packages=list(COURSE_PACKAGES))
-        machines = {"the scheduler": versions["scheduler"], **versions["workers"]}
+        dask_only = {name: self.versions.get(name) for name in ("python", *required_packages)}
         found = []
-        for name, info in machines.items():
-            packages = info.get("packages", {}) if isinstance(info, dict) else {}
-            # the scheduler only runs Dask: only Dask's own packages matter there
-            wanted = (
-                self.versions
-                if name != "the scheduler"
-                else {package: self.versions.get(package) for package in required_packages}
+        # the scheduler only runs Dask: only Dask's own packages matter there
+        if differences := version_differences(dask_only, versions["scheduler"]["packages"]):
+            found.append(f"the scheduler {', '.join(differences)}")
+        for worker, info in versions["workers"].items():
+            if differences := version_differences(self.versions, info["packages"]):
+                found.append(f"the worker {worker} {', '.join(differences)}")
+        if found:
+            raise ClusterError(
+                f"the Dask cluster does not run the grader's environment: {'; '.join(found)}. "
+                "Every worker must run in the course's environment (the same packages, in the "
+                f"same versions): {HOW_TO_START}. Nothing was graded."
             )
-            if differences := version_differences(wanted, packages):
-                label = name if name == "the scheduler" else f"the worker {name}"
-                found.append(f"{label} {', '.join(differences)}")
-        raise ClusterError(
-            "the Dask cluster does not run the grader's environment: "
-            f"{'; '.join(found) or 'Python or Dask versions differ'}. Every worker must run in "
-            f"the course's environment (the same packages, in the same versions): "
-            f"{HOW_TO_START}. Nothing was graded."
-        )
 
     @property
     def slots(self) -> int:

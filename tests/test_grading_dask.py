@@ -1,0 +1,233 @@
+"""course-grade on a Dask cluster: a scheduler and two worker processes on 127.0.0.1.
+
+One LocalCluster (two nanny-supervised worker processes, one KERNEL each) serves every test;
+a test that kills a worker waits for its nanny to bring it back, so no test depends on another.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+from test_grading_helpers import (
+    ADD_ONLY,
+    ASSIGNMENT,
+    FULL,
+    NOTHING,
+    copy_course,
+    gradebook_rows,
+    make_course,
+    record,
+    release_notebook,
+    scores,
+    solved,
+    submit,
+)
+
+from autograder.cli import main
+
+WORKERS = 2
+CLASS = {
+    "alice": None,
+    "twin": None,  # alice's notebook, byte for byte
+    "bob": "blank",
+    "carol": "def mul(a, b):\n    return a * b if a > 0 else 0",
+    "quitter": "import os\nos._exit(1)",
+}
+EXPECTED = {"alice": FULL, "twin": FULL, "bob": NOTHING, "carol": ADD_ONLY, "quitter": ADD_ONLY}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A client of a scheduler and two worker processes, all on 127.0.0.1 (no dashboard)."""
+    with (
+        LocalCluster(
+            n_workers=WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            resources={"KERNEL": 1},
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as local,
+        Client(local) as client,
+    ):
+        yield client
+
+
+def grade(course, client: Client, *options: str) -> int:
+    """`course-grade grade` of `course` on the cluster of `client`; its exit code."""
+    return main(
+        [
+            "grade",
+            "--course-dir",
+            str(course.root),
+            "--scheduler",
+            client.scheduler.address,
+            "--grades",
+            str(course.root / "grades.csv"),
+            "--report",
+            str(course.root / "grading-report.html"),
+            *options,
+        ]
+    )
+
+
+def hand_in(course, student: str, case: str | None) -> None:
+    if case == "blank":
+        submit(course, student, release_notebook(course))
+    elif case is None:
+        submit(course, student, solved(course))
+    else:
+        submit(course, student, solved(course, mul=case))
+
+
+def worker_pids(client: Client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def back_to_full_strength(client: Client) -> None:
+    """Wait until the cluster has its two workers again (a nanny restarts a killed one)."""
+    deadline = time.monotonic() + 60
+    while len(client.scheduler_info(n_workers=-1)["workers"]) != WORKERS:
+        assert time.monotonic() < deadline, "the cluster did not get its workers back"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def empty_course(tmp_path_factory):
+    """A course without submissions, built once and copied by each test."""
+    return make_course(tmp_path_factory.mktemp("dask") / "empty")
+
+
+@pytest.fixture(scope="module")
+def graded(cluster, empty_course, tmp_path_factory):
+    """The class graded on the cluster (its task stream recorded) and, in a copy, locally
+    one notebook at a time."""
+    root = tmp_path_factory.mktemp("dask")
+    course = copy_course(empty_course, root / "course")
+    for student, case in CLASS.items():
+        hand_in(course, student, case)
+    local = copy_course(course, root / "local")
+    assert main(["grade", "--course-dir", str(local.root), "--jobs", "1",
+                 "--grades", str(local.root / "grades.csv"),
+                 "--report", str(local.root / "grading-report.html")]) == 0  # fmt: skip
+    with get_task_stream(cluster) as stream:
+        assert grade(course, cluster) == 0
+    return course, local, stream.data
+
+
+def test_grades_on_the_cluster_are_those_of_a_serial_local_grading(graded):
+    course, local, _ = graded
+    assert scores(course) == EXPECTED
+    assert gradebook_rows(course) == gradebook_rows(local)
+    for student in CLASS:
+        assert record(course, student)["problems"] == record(local, student)["problems"]
+        feedback = course.root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html"
+        assert feedback.is_file()
+    assert "cell 4 (mul): the kernel died" in " ".join(record(course, "quitter")["problems"])
+    assert "the kernel died" in (course.root / "grading-report.html").read_text()
+
+
+def test_two_students_with_identical_notebooks_are_two_tasks(graded):
+    course, _, tasks = graded
+    submitted = course.root / "submitted"
+    notebook = Path(ASSIGNMENT, f"{ASSIGNMENT}.ipynb")
+    assert (submitted / "alice" / notebook).read_bytes() == (
+        submitted / "twin" / notebook
+    ).read_bytes()
+    keys = [task["key"] for task in tasks if str(task["key"]).startswith("grade-")]
+    assert len(keys) == len(set(keys)) == len(CLASS)
+    assert sum(f"-{student}-" in key for key in keys for student in ("alice", "twin")) == 2
+    assert record(course, "twin")["problems"] == record(course, "alice")["problems"] == []
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(cluster, empty_course, tmp_path):
+    course = copy_course(empty_course, tmp_path / "course")
+    students = [f"student{number}" for number in range(4)]
+    for student in students:  # each notebook runs long enough to be caught running
+        hand_in(course, student, "import time\ntime.sleep(1)\ndef mul(a, b):\n    return a * b")
+    pids = worker_pids(cluster)
+    killed: list[str] = []
+
+    def kill_a_busy_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            busy = [worker for worker, keys in cluster.processing().items() if keys]
+            if busy:
+                time.sleep(0.5)  # mid-notebook
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(busy[0])
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    try:
+        assert grade(course, cluster) == 0
+    finally:
+        killer.join()
+        back_to_full_strength(cluster)
+    assert killed
+    assert scores(course) == dict.fromkeys(students, FULL)
+    assert len(gradebook_rows(course)) == len(students) * len(FULL)  # every grade once
+    assert all(record(course, student)["problems"] == [] for student in students)
+
+
+def test_a_notebook_killing_its_worker_is_graded_as_a_dead_kernel(cluster, empty_course, tmp_path):
+    course = copy_course(empty_course, tmp_path / "course")
+    hand_in(course, "alice", None)
+    # without bubblewrap's process namespace a kernel can reach the worker that started it
+    hand_in(course, "killer", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    try:
+        assert grade(course, cluster, "--no-sandbox", "--allowed-failures", "1") == 0
+    finally:
+        back_to_full_strength(cluster)
+    assert scores(course) == {"alice": FULL, "killer": NOTHING}
+    (problem,) = record(course, "killer")["problems"]
+    assert "its kernel killed the grading worker each of the 2 times it ran" in problem
+    assert "its cells scored 0" in problem
+
+
+def environment_without(package: str, folder: Path) -> Path:
+    """A virtual environment with this one's packages except `package`; its Python."""
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    theirs = next(folder.glob("lib/python*/site-packages"))
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.lower().startswith(package):
+            (theirs / entry.name).symlink_to(entry)
+    return folder / "bin" / "python"
+
+
+def test_a_worker_missing_a_package_grades_nothing(cluster, empty_course, tmp_path, capsys):
+    course = copy_course(empty_course, tmp_path / "course")
+    hand_in(course, "alice", None)
+    python = environment_without("nbgrader", tmp_path / "env")
+    before = set(cluster.scheduler_info(n_workers=-1)["workers"])
+    command = [str(python), "-m", "distributed.cli.dask_worker", cluster.scheduler.address,
+               "--nthreads", "1", "--resources", "KERNEL=1", "--host", "127.0.0.1",
+               "--no-nanny", "--no-dashboard"]  # fmt: skip
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        cluster.wait_for_workers(WORKERS + 1, timeout=60)
+        (stranger,) = set(cluster.scheduler_info(n_workers=-1)["workers"]) - before
+        capsys.readouterr()
+        assert grade(course, cluster) == 2
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        back_to_full_strength(cluster)
+    message = " ".join(capsys.readouterr().err.split())
+    version = __import__("importlib.metadata").metadata.version("nbgrader")
+    assert f"the worker {stranger} lacks nbgrader (the grader has {version})" in message
+    assert "Nothing was graded" in message
+    assert "Traceback" not in message
+    assert not (course.state_folder / "records").exists()
+    assert scores(course) == {}

@@ -4,6 +4,7 @@ Unset, every lesson runs on an in-memory SQLite database and every assignment on
 to its notebook, as they always have. Set to a database URL (for example
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``), the lessons and assignments that use
 ``course_engine()`` run on that database instead, each in a schema of its own.
+``course_async_engine()``, lesson 11's asyncio engine, follows the same switch.
 ``python tools/postgres_server.py`` starts a throwaway PostgreSQL server and prints the line that
 sets it.
 """
@@ -11,9 +12,13 @@ sets it.
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import URL, Engine, create_engine, make_url
 from sqlalchemy.exc import OperationalError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 VARIABLE = "COURSE_DATABASE_URL"
 DEFAULT_URL = "sqlite://"
@@ -77,3 +82,22 @@ def empty_schema(engine: Engine, schema: str) -> None:
                 "run, left open): close it, or restart the kernel, and run this cell again"
             ) from error
         connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+
+
+def course_async_engine(schema: str | None = None, **options: object) -> "AsyncEngine":
+    """``course_engine()`` for asyncio: the same database, through an asyncio driver.
+
+    In-memory SQLite becomes ``sqlite+aiosqlite://``; on PostgreSQL, psycopg serves both kinds of
+    engine, so the URL stays the one ``course_engine(schema)`` makes (and empties the schema of).
+    ``options`` go to ``create_async_engine()`` unchanged.
+    """
+    # Imported here: the asyncio extension needs greenlet at import, which the browser's Python
+    # (Pyodide) lacks, and the lessons that run there import this module too.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    plain = course_engine(schema)
+    plain.dispose()  # it was only needed to set up the schema
+    url = plain.url
+    if url.get_backend_name() == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    return create_async_engine(url, **options)

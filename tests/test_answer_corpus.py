@@ -2,9 +2,10 @@
 
 Every answer of tests/answers/ goes into a released notebook, with the source's solutions in the
 cells it does not answer; the k-th answers of all exercises share a notebook (the exercises are
-independent, and each test cell is scored on its own). One temporary course holds them all, and one
-run of `course-grade grade --jobs 2` grades them in parallel (the same nbgrader preprocessors,
-sandbox and guard as a real class). The autograded notebooks also hold what JupyterLab shows the
+independent, and each test cell is scored on its own). The graded course of
+tests/graded_corpus.py holds them all: one run of `course-grade grade --jobs 2` grades them in
+parallel with the other assignment tests' submissions (the same nbgrader preprocessors, sandbox and
+guard as a real class). The autograded notebooks also hold what JupyterLab shows the
 student (the kernel's outputs): a failing test cell's output is its teaching message, a passing
 visible one prints a line.
 """
@@ -12,17 +13,14 @@ visible one prints a line.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
-import nbformat
+import graded_corpus
 import pytest
 from answers import Answer
+from graded_corpus import SOLVED, GradedCourse, mutation_pass
 from nbformat import NotebookNode
 from test_assignments import (
     exercise_points,
@@ -38,20 +36,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
 ]
 
+graded_course = graded_corpus.graded_course  # the fixture this module shares with two others
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str) -> ModuleType:
-    """A module of tools/ (a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mutation_pass = load_tool("mutation_pass")
-SOLVED = mutation_pass.SOLVED  # the student whose every answer is the source's solution
 POINTS = 10
 MINIMUM_ANSWERS = 3  # correct ones, and wrong ones, per graded exercise
 
@@ -113,21 +99,11 @@ def exercise_of_cells(source: NotebookNode) -> dict[str, str]:
     return tested
 
 
-@dataclass
-class Graded:
-    """The graded course: each student's score per test cell, and where the notebooks are."""
-
-    root: Path
-    scores: dict[str, dict[str, dict[str, float]]]  # student -> assignment -> cell -> score
-
-    def notebook(self, student: str, assignment: str) -> NotebookNode:
-        path = self.root / "autograded" / student / assignment / f"{assignment}.ipynb"
-        return nbformat.read(path, as_version=4)
-
-    def earned(self, case: Case) -> float:
-        tested = exercise_of_cells(read_notebook(self.root / "source", case.assignment))
-        scores = self.scores[case.student][case.assignment]
-        return sum(score for cell, score in scores.items() if tested[cell] == case.exercise)
+def earned(graded: GradedCourse, case: Case) -> float:
+    """The points ``case``'s exercise earned in its student's notebook."""
+    tested = exercise_of_cells(read_notebook(ROOT / "source", case.assignment))
+    scores = graded.scores[case.student][case.assignment]
+    return sum(score for cell, score in scores.items() if tested[cell] == case.exercise)
 
 
 MUTATED = "scoped-sessions"  # the mutation pass's tool, tried on two mutants of one assignment
@@ -145,24 +121,22 @@ def sample_mutants() -> dict[str, tuple[str, str]]:
     return {f"mutant-{number}": made[number] for number in range(2)}
 
 
-def grade_corpus(root: Path) -> Graded:
-    """Submit every corpus answer (with the solutions elsewhere), the solutions and two mutants;
-    grade them all in one run."""
+def submissions() -> dict[str, dict[str, NotebookNode]]:
+    """Every corpus answer (with the solutions elsewhere), the solutions and two mutants, by
+    assignment and student (tests/graded_corpus.py grades them)."""
     students: dict[str, dict[str, dict[str, str]]] = {}
     for case in CASES:
         answers = students.setdefault(case.assignment, {SOLVED: {}})
         answers.setdefault(case.student, {})[case.exercise] = case.answer.source
     for student, (grade_id, code) in sample_mutants().items():
         students[MUTATED][student] = {grade_id: code}
-    return Graded(root, mutation_pass.grade_submissions(root, students))
-
-
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
-    """Every corpus answer and the solutions, submitted to one course and graded in one run."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PATH", os.environ["PATH"])  # grade_corpus puts nbgrader's bin folder first
-        return grade_corpus(tmp_path_factory.mktemp("corpus"))
+    return {
+        assignment: {
+            student: mutation_pass.answered(assignment, changed)
+            for student, changed in answers.items()
+        }
+        for assignment, answers in students.items()
+    }
 
 
 # --- the corpus itself ------------------------------------------------------------------------
@@ -181,11 +155,11 @@ def test_every_graded_exercise_has_three_correct_and_three_wrong_answers(assignm
             assert answer.why and 0 <= answer.keeps < points[exercise], (exercise, answer.name)
 
 
-def test_the_visualizer_is_out_of_a_graded_notebooks_reach(graded: Graded) -> None:
+def test_the_visualizer_is_out_of_a_graded_notebooks_reach(graded_course: GradedCourse) -> None:
     # in JupyterLab session_visualizer names states (tests/test_assignments_checks.py); the
     # grading sandbox cannot import it, so an answer built on it defines nothing
     case = next(case for case in CASES if case.answer.name == "the-visualizer-answers")
-    [error] = cell_outputs(graded, case.student, case.assignment, case.exercise)
+    [error] = cell_outputs(graded_course, case.student, case.assignment, case.exercise)
     assert error.ename == "ModuleNotFoundError" and "session_visualizer" in error.evalue
 
 
@@ -203,20 +177,19 @@ def test_the_issues_examples_are_in_the_corpus() -> None:
 
 
 @pytest.mark.parametrize("assignment", sorted(CORPUS))
-def test_the_solutions_earn_full_points(graded: Graded, assignment: str) -> None:
-    assert sum(graded.scores[SOLVED][assignment].values()) == POINTS
+def test_the_solutions_earn_full_points(graded_course: GradedCourse, assignment: str) -> None:
+    assert sum(graded_course.scores[SOLVED][assignment].values()) == POINTS
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_each_answer_earns_exactly_its_points(graded: Graded, case: Case) -> None:
+def test_each_answer_earns_exactly_its_points(graded_course: GradedCourse, case: Case) -> None:
     full = exercise_points(read_notebook(ROOT / "source", case.assignment))[case.exercise]
-    scores = graded.scores[case.student][case.assignment]
+    scores = graded_course.scores[case.student][case.assignment]
     if case.answer.total is not None:
         assert sum(scores.values()) == case.answer.total, scores
     else:
-        assert graded.earned(case) == (full if case.answer.keeps is None else case.answer.keeps), (
-            scores
-        )
+        expected = full if case.answer.keeps is None else case.answer.keeps
+        assert earned(graded_course, case) == expected, scores
 
 
 # --- what a student reads: the failing cell's output, in JupyterLab and the feedback page -------
@@ -266,7 +239,7 @@ TEACHES = {
 }
 
 
-def cell_outputs(graded: Graded, student: str, assignment: str, grade_id: str) -> list:
+def cell_outputs(graded: GradedCourse, student: str, assignment: str, grade_id: str) -> list:
     nb = graded.notebook(student, assignment)
     cell = next(cell for cell in nb.cells if nbgrader_meta(cell).get("grade_id") == grade_id)
     return cell.outputs
@@ -274,12 +247,12 @@ def cell_outputs(graded: Graded, student: str, assignment: str, grade_id: str) -
 
 @pytest.mark.parametrize(("case_id", "grade_id"), sorted(TEACHES))
 def test_each_known_mistake_gets_its_teaching_message(
-    graded: Graded, case_id: str, grade_id: str
+    graded_course: GradedCourse, case_id: str, grade_id: str
 ) -> None:
     from autograder.feedback import message_arguments, shown_message
 
     case = next(case for case in CASES if case.id == case_id)
-    [error] = cell_outputs(graded, case.student, case.assignment, grade_id)
+    [error] = cell_outputs(graded_course, case.student, case.assignment, grade_id)
     assert error.output_type == "error" and error.ename == "AssertionError"
     message = error.evalue.rpartition("\n  likely misunderstanding: ")[2]
     assert TEACHES[case_id, grade_id] in message
@@ -289,7 +262,9 @@ def test_each_known_mistake_gets_its_teaching_message(
     assert shown_message(error, message_arguments(cell.source)) == f"AssertionError: {message}"
 
 
-def test_a_failing_cell_shows_only_the_teaching_message_wrapped(graded: Graded) -> None:
+def test_a_failing_cell_shows_only_the_teaching_message_wrapped(
+    graded_course: GradedCourse,
+) -> None:
     from autograder.checks import WIDTH
 
     failing = [
@@ -297,7 +272,7 @@ def test_a_failing_cell_shows_only_the_teaching_message_wrapped(graded: Graded) 
         for (case_id, grade_id) in TEACHES
         for case in CASES
         if case.id == case_id
-        for output in cell_outputs(graded, case.student, case.assignment, grade_id)
+        for output in cell_outputs(graded_course, case.student, case.assignment, grade_id)
     ]
     assert failing
     for error in failing:
@@ -313,7 +288,9 @@ def test_a_failing_cell_shows_only_the_teaching_message_wrapped(graded: Graded) 
 
 
 @pytest.mark.parametrize("assignment", sorted(CORPUS))
-def test_a_passing_visible_test_says_so_in_one_line(graded: Graded, assignment: str) -> None:
+def test_a_passing_visible_test_says_so_in_one_line(
+    graded_course: GradedCourse, assignment: str
+) -> None:
     source = read_notebook(ROOT / "source", assignment)
     visible = [
         nbgrader_meta(cell)["grade_id"]
@@ -321,7 +298,7 @@ def test_a_passing_visible_test_says_so_in_one_line(graded: Graded, assignment: 
         if is_test_cell(cell) and not is_hidden_test(cell)
     ]
     for grade_id in visible:
-        [line] = cell_outputs(graded, SOLVED, assignment, grade_id)
+        [line] = cell_outputs(graded_course, SOLVED, assignment, grade_id)
         assert line.output_type == "stream" and line.name == "stdout", line
         assert re.fullmatch(r"✓ [^\n]+: passed\n", line.text), line.text
 
@@ -348,6 +325,6 @@ def test_mutants_change_only_the_students_code() -> None:
     }
 
 
-def test_sample_mutants_are_killed(graded: Graded) -> None:
+def test_sample_mutants_are_killed(graded_course: GradedCourse) -> None:
     for student in sample_mutants():
-        assert sum(graded.scores[student][MUTATED].values()) < POINTS, student
+        assert sum(graded_course.scores[student][MUTATED].values()) < POINTS, student

@@ -1,24 +1,23 @@
 """The assignments: release/ is nbgrader's output for source/, and grading scores real work only.
 
-One temporary copy of the course (source/ and nbgrader_config.py) serves every test of this module:
-nbgrader generates the student versions there, validates the notebooks, and autogrades synthetic
-submissions built from the source and release notebooks.
+The graded course of tests/graded_corpus.py serves every test of this module: nbgrader generated
+the student versions there, validates the notebooks there, and `course-grade` graded this module's
+synthetic submissions (built from the source and release notebooks) with the other modules'.
 """
 
 from __future__ import annotations
 
 import ast
 import copy
-import os
 import re
-import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import graded_corpus
 import nbformat
 import pytest
+from graded_corpus import BLANK, SOLVED, GradedCourse
 from nbformat import NotebookNode
 
 from autograder.feedback import message_arguments
@@ -30,6 +29,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::nbformat.warnings.MissingIDFieldWarning"),
 ]
 
+graded_course = graded_corpus.graded_course  # the fixture this module shares with two others
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = tuple(sorted(path.name for path in (ROOT / "source").iterdir() if path.is_dir()))
 POINTS_PER_ASSIGNMENT = 10
@@ -71,60 +71,6 @@ def exercise_points(source: NotebookNode) -> dict[str, int]:
     return points
 
 
-# --- the temporary course -------------------------------------------------------------------------
-
-
-@dataclass
-class Course:
-    """A temporary copy of the course, with nbgrader's API on it."""
-
-    root: Path
-    api: object
-    config: object
-
-    def generate(self, assignment: str) -> None:
-        result = self.api.generate_assignment(assignment, force=True)
-        assert result["success"], result.get("error") or result.get("log")
-
-    def submit(self, student: str, assignment: str, nb: NotebookNode) -> None:
-        folder = self.root / "submitted" / student / assignment
-        folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, folder / f"{assignment}.ipynb")
-
-    def autograde_all(self, assignment: str) -> None:
-        """Autograde every submitted student of ``assignment`` in one nbgrader run."""
-        result = self.api.autograde(assignment, "*")
-        assert result["success"], result.get("error") or result.get("log")
-
-    def score(self, assignment: str, student: str) -> float:
-        from nbgrader.api import Gradebook
-
-        with Gradebook(self.api.coursedir.db_url) as gradebook:
-            return gradebook.find_submission(assignment, student).score
-
-
-@pytest.fixture(scope="module")
-def course(tmp_path_factory: pytest.TempPathFactory) -> Course:
-    """The course copied to a temporary folder, with every assignment generated there."""
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config.loader import PyFileConfigLoader
-
-    root = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "source", root / "source", ignore=shutil.ignore_patterns("*.db"))
-    shutil.copy(ROOT / "nbgrader_config.py", root)
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-    assert config.CourseDirectory.root == str(root), "nbgrader_config.py must use its own folder"
-    with pytest.MonkeyPatch.context() as patch:
-        # nbgrader runs `alembic` (installed next to this Python) to create the gradebook.
-        patch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-        course = Course(root=root, api=api, config=config)
-        for assignment in ASSIGNMENTS:
-            course.generate(assignment)
-        yield course
-
-
 # --- release/ is exactly what nbgrader makes of source/ ------------------------------------------
 
 
@@ -133,8 +79,8 @@ def files_under(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_release_is_regenerated_from_source(course: Course, assignment: str) -> None:
-    generated = course.root / "release" / assignment
+def test_release_is_regenerated_from_source(graded_course: GradedCourse, assignment: str) -> None:
+    generated = graded_course.root / "release" / assignment
     committed = ROOT / "release" / assignment
     assert files_under(committed) == files_under(generated), (
         f"release/{assignment} holds other files than nbgrader generates: run "
@@ -254,7 +200,7 @@ def test_hidden_test_messages_quote_no_hidden_value(assignment: str) -> None:
 # --- nbgrader validate ---------------------------------------------------------------------------
 
 
-def validate(course: Course, folder: str, assignment: str, invert: bool) -> dict:
+def validate(course: GradedCourse, folder: str, assignment: str, invert: bool) -> dict:
     from nbgrader.validator import Validator
 
     validator = Validator(config=course.config, invert=invert)
@@ -262,13 +208,15 @@ def validate(course: Course, folder: str, assignment: str, invert: bool) -> dict
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_validate_source_passes(course: Course, assignment: str) -> None:
-    assert validate(course, "source", assignment, invert=False) == {}
+def test_validate_source_passes(graded_course: GradedCourse, assignment: str) -> None:
+    assert validate(graded_course, "source", assignment, invert=False) == {}
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_validate_release_fails_every_test_cell(course: Course, assignment: str) -> None:
-    assert validate(course, "release", assignment, invert=True) == {}
+def test_validate_release_fails_every_test_cell(
+    graded_course: GradedCourse, assignment: str
+) -> None:
+    assert validate(graded_course, "release", assignment, invert=True) == {}
 
 
 # --- autograding synthetic submissions ------------------------------------------------------------
@@ -358,6 +306,29 @@ def cheating(release: NotebookNode, source: NotebookNode) -> NotebookNode:
     return nb
 
 
+def first_half(points: dict[str, int]) -> list[str]:
+    """The exercises the half-solved student answers: the first half (at least one)."""
+    return list(points)[: len(points) // 2 or 1]
+
+
+def submissions() -> dict[str, dict[str, NotebookNode]]:
+    """Six synthetic students per assignment (tests/graded_corpus.py grades them)."""
+    made = {}
+    for assignment in ASSIGNMENTS:
+        source = read_notebook(ROOT / "source", assignment)
+        release = read_notebook(ROOT / "release", assignment)
+        half = solved(release, source, first_half(exercise_points(source)).__contains__)
+        made[assignment] = {
+            SOLVED: solved(release, source, lambda _grade_id: True),
+            BLANK: release,
+            "half": half,
+            "half-tampered": tampered(half),
+            "blank-tampered": tampered(release),
+            "cheating": cheating(release, source),
+        }
+    return made
+
+
 @dataclass
 class Scores:
     """Measured scores of one assignment's synthetic submissions, and what the half one earns."""
@@ -372,29 +343,15 @@ class Scores:
 
 
 @pytest.fixture(scope="module")
-def scores(course: Course) -> dict[str, Scores]:
-    """Autograde five synthetic students on every assignment; their scores per assignment."""
+def scores(graded_course: GradedCourse) -> dict[str, Scores]:
+    """The scores of the synthetic students of every assignment."""
+    students = (SOLVED, BLANK, "half", "half-tampered", "blank-tampered", "cheating")
     measured = {}
     for assignment in ASSIGNMENTS:
-        source = read_notebook(course.root / "source", assignment)
-        release = read_notebook(course.root / "release", assignment)
-        points = exercise_points(source)
-        first_half = set(list(points)[: len(points) // 2 or 1])
-        half = solved(release, source, first_half.__contains__)
-        submissions = {
-            "full": solved(release, source, lambda _grade_id: True),
-            "blank": release,
-            "half": half,
-            "half-tampered": tampered(half),
-            "blank-tampered": tampered(release),
-            "cheating": cheating(release, source),
-        }
-        for student, nb in submissions.items():
-            course.submit(student, assignment, nb)
-        course.autograde_all(assignment)
+        points = exercise_points(read_notebook(ROOT / "source", assignment))
         measured[assignment] = Scores(
-            *(course.score(assignment, student) for student in submissions),
-            half_expected=sum(points[grade_id] for grade_id in first_half),
+            *(graded_course.total(student, assignment) for student in students),
+            half_expected=sum(points[grade_id] for grade_id in first_half(points)),
         )
     return measured
 
@@ -434,9 +391,9 @@ def test_patched_helpers_and_look_alikes_earn_nothing(
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_passing_test_cells_write_nothing_to_stderr(
-    course: Course, scores: dict[str, Scores], assignment: str
+    graded_course: GradedCourse, assignment: str
 ) -> None:
-    graded = read_notebook(course.root / "autograded" / "full", assignment)
+    graded = graded_course.notebook(SOLVED, assignment)
     streams = [
         (cell.id, output.get("text", ""))
         for cell in graded.cells
@@ -449,14 +406,14 @@ def test_passing_test_cells_write_nothing_to_stderr(
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_feedback_of_wrong_answers_quotes_no_hidden_value(
-    course: Course, scores: dict[str, Scores], assignment: str
+    graded_course: GradedCourse, assignment: str
 ) -> None:
     from autograder.feedback import WithholdOutputs
 
     secret = set().union(*(values for values, _ in hidden_values(assignment).values()))
     shown = []
-    for student in ("blank", "half", "cheating"):
-        graded = read_notebook(course.root / "autograded" / student, assignment)
+    for student in (BLANK, "half", "cheating"):
+        graded = graded_course.notebook(student, assignment)
         graded, _ = WithholdOutputs().preprocess(graded, {})
         shown += [
             output.get("text", "")

@@ -7,7 +7,8 @@ below is applied at each place it fits, one at a time: delete a commit, flush or
 flush, one()/one_or_none() -> first(), return None, swap a state name, flip a bool or a None test,
 drop an expunge, a remove() or a raise, expire_on_commit=False -> True, commit or roll back
 the session before a return. Every mutant becomes one
-student (the release notebook, the source's solutions in every other cell), all are graded in one
+student (the release notebook, the source's solutions in every other cell; release/ must be what
+nbgrader generates from source/, as tests/test_assignments.py checks), all are graded in one
 run of `course-grade grade`, and a mutant is killed when it scores less than the solutions. The
 report gives, per assignment, the fraction killed and the mutants that survived: each survivor is
 either a gap in the tests or a change that does not change behaviour.
@@ -146,38 +147,61 @@ def read_notebook(folder: Path, assignment: str) -> NotebookNode:
     return nbformat.read(folder / assignment / f"{assignment}.ipynb", as_version=4)
 
 
+def answered(assignment: str, changed: dict[str, str]) -> NotebookNode:
+    """The released notebook of ``assignment`` with the source's solutions in its answer cells,
+    and ``changed`` (answers by grade_id) where given."""
+    release = read_notebook(ROOT / "release", assignment)
+    answers = solutions(read_notebook(ROOT / "source", assignment))
+    return submission(release, {**answers, **changed})
+
+
 def grade_submissions(
     root: Path, students: dict[str, dict[str, dict[str, str]]]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Grade ``{assignment: {student: {grade_id: answer}}}`` in a new course at ``root``.
+    """Grade ``{assignment: {student: {grade_id: answer}}}`` in a new course at ``root``: every
+    answer cell not given holds the source's solution (see ``grade_notebooks``)."""
+    return grade_notebooks(
+        root,
+        {
+            assignment: {student: answered(assignment, changed) for student, changed in of.items()}
+            for assignment, of in students.items()
+        },
+    )
 
-    The course is a copy of source/ (the assignments named) and nbgrader_config.py; every
-    answer cell not given holds the source's solution. One run of `course-grade grade --jobs 2`
-    grades everything. Returns each student's score per test cell, by assignment.
+
+def grade_notebooks(
+    root: Path, notebooks: dict[str, dict[str, NotebookNode]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Grade ``{assignment: {student: submitted notebook}}`` in a new course at ``root``.
+
+    The course is a copy of source/ (the assignments named) and nbgrader_config.py, with each
+    assignment generated. One run of `course-grade grade --jobs 2` grades everything. Returns
+    each student's score per test cell, by assignment.
     """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config.loader import PyFileConfigLoader
 
     root.mkdir(parents=True, exist_ok=True)
-    for assignment in students:
-        shutil.copytree(ROOT / "source" / assignment, root / "source" / assignment)
+    for assignment in notebooks:
+        shutil.copytree(
+            ROOT / "source" / assignment,
+            root / "source" / assignment,
+            ignore=shutil.ignore_patterns("*.db"),
+        )
     shutil.copy(ROOT / "nbgrader_config.py", root)
     bin_folder = Path(sys.executable).parent
     # nbgrader runs `alembic` (installed next to this Python) to create the gradebook.
     os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-    for assignment, answers_of in students.items():
+    for assignment, students in notebooks.items():
         result = api.generate_assignment(assignment, force=True)
         if not result["success"]:
             raise RuntimeError(result.get("error") or result.get("log"))
-        release = read_notebook(root / "release", assignment)
-        answers = solutions(read_notebook(root / "source", assignment))
-        for student, changed in answers_of.items():
+        for student, nb in students.items():
             folder = root / "submitted" / student / assignment
             folder.mkdir(parents=True, exist_ok=True)
-            nb = submission(release, {**answers, **changed})
             nbformat.write(nb, folder / f"{assignment}.ipynb")
     run = subprocess.run(
         [str(bin_folder / "course-grade"), "grade", "--jobs", "2"],

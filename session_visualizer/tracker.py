@@ -203,6 +203,16 @@ class _StepBuilder:
             self.events.append(name)
 
 
+class _ThreadSteps(threading.local):
+    """One thread's steps: the one open outside any call (``builder``), and those of the calls
+    running (``calls``, by asyncio task, None outside asyncio: tasks of one thread interleave
+    their calls)."""
+
+    def __init__(self) -> None:
+        self.builder: _StepBuilder | None = None
+        self.calls: dict[asyncio.Task | None, _StepBuilder] = {}
+
+
 @dataclass(eq=False)
 class _SessionMembers:
     """The tracked objects currently in one session, and those that may change silently."""
@@ -227,9 +237,7 @@ class SessionTracker:
 
     def __init__(self, target: Target, *more_targets: Target) -> None:
         self._lock = threading.RLock()
-        # per thread: the open step outside any call (``builder``) and the steps of the calls
-        # running (``calls``, by asyncio task: tasks of one thread interleave their calls)
-        self._local = threading.local()
+        self._local = _ThreadSteps()
         self._history: list[Step] = []
         self._records: dict[int, _Record] = {}  # by id(obj), only while the object lives
         self._all_records: list[_Record] = []  # by tracker key
@@ -472,7 +480,7 @@ class SessionTracker:
 
     def settle(self) -> None:
         """Close this thread's open step, if no call is running in this thread (or task)."""
-        if getattr(self._local, "builder", None) is not None and self._call_builder() is None:
+        if self._local.builder is not None and self._call_builder() is None:
             self._finish_open_step()
 
     def detach(self) -> None:
@@ -486,18 +494,19 @@ class SessionTracker:
 
     # ----------------------------------------------------------------- calls (from _Hub)
     def _call_started(
-        self, name: str, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, name: str, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any],
+        task: asyncio.Task | None,
     ) -> bool:
-        """A tracked call begins: start or continue a step; False for a call inside another.
+        """A tracked call begins in ``task``: start or continue a step; False for a call inside
+        another.
 
         ``args`` and ``kwargs`` are the call's arguments (with the session first, if the method
         is wrapped on a class)."""
-        calls = self._calls()
-        task = _current_task()
+        local = self._local
+        calls = local.calls
         if task in calls:
             return False
-        local = self._local
-        builder = getattr(local, "builder", None)
+        builder = local.builder
         changed = self._changed_between_calls(session, builder)
         if builder is not None and not changed and builder.joins(name, session):
             local.builder, builder.returned = None, False
@@ -515,14 +524,14 @@ class SessionTracker:
         calls[task] = builder
         return True
 
-    def _call_failed(self, error: BaseException) -> None:
-        self._calls()[_current_task()].error = type(error).__name__
+    def _call_failed(self, error: BaseException, task: asyncio.Task | None) -> None:
+        self._local.calls[task].error = type(error).__name__
 
-    def _call_returned(self, name: str) -> None:
+    def _call_returned(self, name: str, task: asyncio.Task | None) -> None:
         """Close the call's step, or keep it open for rows still to load or the same call again."""
-        builder = self._calls().pop(_current_task())
+        builder = self._local.calls.pop(task)
         if builder.error is None and name in LINGERING_CALLS:
-            if getattr(self._local, "builder", None) is not None:
+            if self._local.builder is not None:
                 self._finish_open_step()  # another task's step, left open meanwhile
             self._read_on_return(builder)
             builder.returned, self._local.builder = True, builder
@@ -536,16 +545,9 @@ class SessionTracker:
             self._read_on_return(builder)
         self._finish(builder)
 
-    def _calls(self) -> dict[asyncio.Task | None, _StepBuilder]:
-        """The steps of this thread's running calls, by asyncio task (None outside asyncio)."""
-        calls = getattr(self._local, "calls", None)
-        if calls is None:
-            calls = self._local.calls = {}
-        return calls
-
     def _call_builder(self) -> _StepBuilder | None:
         """The step of the call running in this thread (and asyncio task), if any."""
-        calls = getattr(self._local, "calls", None)
+        calls = self._local.calls
         return calls.get(_current_task()) if calls else None
 
     # ----------------------------------------------------------------- event handlers
@@ -557,7 +559,7 @@ class SessionTracker:
         if builder is not None:
             return builder
         local = self._local
-        builder = getattr(local, "builder", None)
+        builder = local.builder
         if builder is not None and not builder.accepts(first_event, session):
             self._finish_open_step()
             builder = None
@@ -592,7 +594,7 @@ class SessionTracker:
         self._builder(session, "begin").mark("begin")
 
     def _on_sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        builder = self._call_builder() or getattr(self._local, "builder", None)
+        builder = self._call_builder() or self._local.builder
         if builder is not None:
             builder.sql.append(statement)
 
@@ -973,20 +975,21 @@ class _Hub:
             if not refs:
                 return method(*args, **kwargs)
             session = self.owner if bound else args[0]
+            task = _current_task()
             started = []
             for ref in refs:
                 tracker = ref()
-                if tracker is not None and tracker._call_started(name, session, args, kwargs):
+                if tracker is not None and tracker._call_started(name, session, args, kwargs, task):
                     started.append(tracker)
             try:
                 return method(*args, **kwargs)
             except BaseException as error:
                 for tracker in started:
-                    tracker._call_failed(error)
+                    tracker._call_failed(error, task)
                 raise
             finally:
                 for tracker in started:
-                    tracker._call_returned(name)
+                    tracker._call_returned(name, task)
 
         return call
 

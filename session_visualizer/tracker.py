@@ -284,6 +284,7 @@ class SessionTracker:
         self.settle()
         with self._lock:
             return self._history[index]
+
     def state_of(self, obj: object) -> str:
         """The object's state after the last step (one of ``STATES``)."""
         self.settle()
@@ -594,9 +595,15 @@ class SessionTracker:
         self._builder(session, "begin").mark("begin")
 
     def _on_sql(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        builder = self._call_builder() or self._local.builder
-        if builder is not None:
-            builder.sql.append(statement)
+        """A statement sent on a listened engine: the running call's, or that of a step opened
+        outside any call (``session.connection()`` began it); never that of a call which has
+        returned (another connection's, then)."""
+        builder = self._call_builder()
+        if builder is None:
+            builder = self._local.builder
+            if builder is None or builder.name is not None:
+                return
+        builder.sql.append(statement)
 
     def _on_flush(self, session: Session, flush_context: Any) -> None:
         """Remember the objects this flush updates or deletes (they have no lifecycle event)."""

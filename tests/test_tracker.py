@@ -9,7 +9,7 @@ import threading
 import weakref
 
 import pytest
-from sqlalchemy import String, create_engine, inspect, select, update
+from sqlalchemy import String, create_engine, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
@@ -891,3 +891,18 @@ def test_a_call_that_changes_objects_without_an_event_shows_it_in_its_own_step(s
     tracker.catch_up()
     steps = [(step.call, [snap.label for snap in step.changes]) for step in tracker.history]
     assert steps == [("get()", [JOHN]), ("execute()", []), (expected, [JOHNNY])]
+
+
+def test_sql_of_another_connection_is_not_an_earlier_calls(session, engine):
+    """A statement sent outside any Session call, on a connection of its own, after add()
+    returned: not add()'s SQL (add() sends none), and the run of add() goes on."""
+    tracker = SessionTracker(session)
+    session.get(User, 1)  # the session's engine is listened to from here on
+    session.add(User(name="Mary"))
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 42"))
+    session.add(User(name="Ann"))
+    assert [(step.title, step.sql[-1:]) for step in tracker.history] == [
+        ("get()", ("SELECT users.id, users.name \nFROM users \nWHERE users.id = ?",)),
+        ("add() x2", ()),
+    ]

@@ -411,12 +411,7 @@ class SessionTracker:
 
     def session_at(self, index: int) -> SessionSnapshot:
         """The collections of step ``index``'s session just after that step."""
-        self.settle()
-        with self._lock:
-            step = self._history[index]
-            if index == len(self._history) - 1:  # the latest: no need to replay the history
-                return self._current(step.session_key)
-            return self._session_as_of(step.session_key, index)
+        return self.session_snapshot_at(self.step_at(index).session_key, index)
 
     def session_snapshot_at(self, session: Session | int, index: int) -> SessionSnapshot:
         """A given session's (or ``Session.hash_key``'s) collections after step ``index``

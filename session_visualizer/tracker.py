@@ -18,9 +18,10 @@ call, or when ``catch_up()`` is called (at the end of a notebook cell, say).
 An AsyncSession does its work in the Session it wraps, so its calls are recorded there; asyncio
 tasks interleave their calls in one thread, so a running call's step is kept per task.
 
-Event handlers never load an attribute (they read ``InstanceState`` only); objects are held
-weakly; per-thread bookkeeping lives in ``threading.local`` and the history behind a lock. The
-tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
+Event handlers never load an attribute (they read ``InstanceState`` only); objects, and the
+session of a step kept open, are held weakly (the tracker never changes what the garbage
+collector does to them); per-thread bookkeeping lives in ``threading.local`` and the history
+behind a lock. The tracker knows nothing of widgets: they ``subscribe`` and read its snapshots.
 """
 
 from __future__ import annotations

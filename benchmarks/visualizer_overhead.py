@@ -124,6 +124,11 @@ async def count_messages(count: int, live: bool) -> tuple[int, int, list[ipywidg
     return opened, updates, shown
 
 
+def per_object(seconds: float) -> float:
+    """Microseconds per object of the workload (its add(), and its share of the other calls)."""
+    return seconds * 1e6 / OBJECTS
+
+
 async def main() -> None:
     times: dict[str, list[float]] = {"plain": [], "pinned": [], "live": []}
     for _round in range(ROUNDS):  # alternate, so all three see the same machine
@@ -137,13 +142,15 @@ async def main() -> None:
     print(f"workload: {OBJECTS:,} objects, add() each, commit(), select all, close()")
     print(f"CPU time, best of {ROUNDS} alternating rounds, and the ratio to the plain run")
     print("(best / best, and the median of each round's ratio: steadier on a loaded machine):")
-    print(f"  without visualizer:                  {best['plain']:.3f} s")
+    print(f"  without visualizer:                  {best['plain']:.3f} s "
+          f"({per_object(best['plain']):.1f} µs per object)")
     for name in ("pinned", "live"):
         paired = statistics.median(
             visual / plain for visual, plain in zip(times[name], times["plain"], strict=True)
         )
         print(f"  with tracker and 4 {name + ' widgets:':16} {best[name]:.3f} s  "
-              f"ratio {best[name] / best['plain']:.2f}, median {paired:.2f}")
+              f"ratio {best[name] / best['plain']:.2f}, median {paired:.2f}, "
+              f"+{per_object(best[name] - best['plain']):.1f} µs per object")
     print("target: ratio at most 1.5, aim 1.25")
     for live in (False, True):
         for count in (10, OBJECTS):

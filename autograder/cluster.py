@@ -8,62 +8,53 @@ that lasts: it returns the executed notebook and the files its kernel made, and 
 records them once.
 
 A task carries what its kernel needs, with no shared filesystem: the notebook's JSON, the
-files of its staging folder, the kernel's limits and the course's configuration. On the
-worker it runs in the same `NotebookRunner` as locally, under a sandbox policy the worker
-builds for itself (its own Python paths and cgroup hierarchy) from the grader's limits.
+files of its staging folder, the kernel's limits and the course's configuration; what the
+worker does with it is autograder.cluster_worker.
 
 Failures: a task whose kernel kills its worker is run again on another worker until the
 scheduler's `allowed-failures`, then graded as a dead kernel (`WorkerKilled`); a worker lost
 mid-batch costs nothing (the scheduler runs its tasks elsewhere); an infrastructure problem
-(a worker with other package versions, or without the sandbox) is an `InfrastructureFailure`
-or a `ClusterError`, never a grade.
+(a worker with other package versions, or without the sandbox) is a `ClusterError` before
+anything is graded, or, for a worker that joins later, an `InfrastructureFailure`: never a grade.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
+import pickle
 import time
 import uuid
 from concurrent.futures import BrokenExecutor, CancelledError, Future
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import dask
-from distributed import Client, KilledWorker, get_worker
-from distributed.versions import get_package_info, optional_packages, required_packages
-from traitlets.config import Config
+from distributed import Client, KilledWorker, Scheduler
+from distributed import Future as DaskFuture
+from distributed.versions import required_packages
 
+from autograder.cluster_worker import (
+    COURSE_PACKAGES,
+    HOW_TO_START,
+    RESOURCE,
+    KernelLimits,
+    NotebookTask,
+    TaskResult,
+    WorkerUnfit,
+    close_runners,
+    package_versions,
+    probe_worker,
+    read_folder,
+    run_notebook,
+    version_differences,
+    write_folder,
+)
 from autograder.course import Course, Submission
-from autograder.execute import ExecutionResult, InfrastructureFailure, NotebookRunner
+from autograder.execute import InfrastructureFailure
 from autograder.feedback import feedback_exporter, write_feedback
 from autograder.gradebook import GradingError, NotebookJob
-from autograder.pipeline import kernel_scratch
-from autograder.safe_files import read_file_no_follow, write_file_no_follow
-from autograder.sandbox import SandboxPolicy, make_policy, sandbox_problem
+from autograder.sandbox import SandboxPolicy
 
-RESOURCE = "KERNEL"  # the worker resource one running notebook takes
-# What a worker must have in the grader's versions, besides Dask's own packages.
-COURSE_PACKAGES = (
-    "sqlalchemy-sessions-by-example",
-    "nbgrader",
-    "nbclient",
-    "nbformat",
-    "jupyter_client",
-    "ipykernel",
-    "sqlalchemy",
-    "aiosqlite",
-    "greenlet",
-    "psycopg",
-)
-CHECKED_PACKAGES = (*required_packages, *optional_packages, *COURSE_PACKAGES)
 CONNECT_SECONDS = 30  # to reach the scheduler, then to see a first worker
 SLOTS_REFRESH_SECONDS = 5.0
-HOW_TO_START = (
-    "start each worker in the course's environment with "
-    f"`dask worker ADDRESS --nthreads 1 --resources {RESOURCE}=1`"
-)
 
 
 class ClusterError(GradingError):
@@ -75,150 +66,9 @@ class WorkerKilled(Exception):
     """A notebook whose kernel killed every worker that ran it: graded as a dead kernel."""
 
 
-@dataclass(frozen=True)
-class KernelLimits:
-    """The grader's limits of one kernel, which each worker turns into its own policy."""
-
-    memory_bytes: int
-    cpu_seconds: int
-    processes: int
-    disk_bytes: int
-    isolate: bool
-
-    @classmethod
-    def of(cls, policy: SandboxPolicy) -> KernelLimits:
-        return cls(
-            policy.memory_bytes,
-            policy.cpu_seconds,
-            policy.processes,
-            policy.disk_bytes,
-            policy.isolate,
-        )
-
-    def policy(self) -> SandboxPolicy:
-        """This machine's policy with these limits (its Python, its cgroups)."""
-        return make_policy(
-            self.memory_bytes, self.cpu_seconds, self.processes, self.disk_bytes, self.isolate
-        )
-
-
-@dataclass(frozen=True)
-class NotebookTask:
-    """Everything a worker needs to execute one notebook."""
-
-    notebook_json: str
-    files: dict[str, bytes]  # the staging folder's files, by relative path
-    modules: tuple[str, ...]  # what the test cells import
-    limits: KernelLimits
-    config: Config
-    versions: dict[str, str | None]  # the grader's packages (CHECKED_PACKAGES)
-
-
-@dataclass(frozen=True)
-class TaskResult:
-    """An executed notebook and the files its kernel made or changed."""
-
-    execution: ExecutionResult
-    files: dict[str, bytes]
-
-
-def read_folder(folder: Path) -> dict[str, bytes]:
-    """Every regular file below `folder`, by path relative to it (links are not followed)."""
-    files = {}
-    for parent, folders, names in os.walk(folder):
-        folders.sort()
-        for name in sorted(names):
-            path = Path(parent, name)
-            files[path.relative_to(folder).as_posix()] = read_file_no_follow(path, folder)
-    return files
-
-
-def write_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Write `files` (relative paths) below `folder`, never outside it nor through a link."""
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise ValueError(f"{name!r} is not a path inside the kernel's folder")
-        write_file_no_follow(folder / relative, content, folder)
-
-
-def version_differences(grader: dict[str, str | None], worker: dict[str, str | None]) -> list[str]:
-    """What a machine lacks or has in another version than the grader, in words."""
-    differences = []
-    for package, wanted in grader.items():
-        found = worker.get(package)
-        if found == wanted:
-            continue
-        if found is None:
-            differences.append(f"lacks {package} (the grader has {wanted})")
-        elif wanted is None:
-            differences.append(f"has {package} {found}, which the grader lacks")
-        else:
-            differences.append(f"has {package} {found} (the grader has {wanted})")
-    return differences
-
-
-_runners: dict[int, tuple[tuple[KernelLimits, Config], NotebookRunner]] = {}
-_runners_lock = threading.Lock()
-
-
-def _runner(limits: KernelLimits, config: Config) -> NotebookRunner:
-    """This worker thread's runner (kept between tasks, so the next kernel starts early)."""
-    settings = (limits, config)
-    thread = threading.get_ident()
-    with _runners_lock:
-        kept = _runners.get(thread)
-    if kept is not None and kept[0] == settings:
-        return kept[1]
-    if kept is not None:
-        kept[1].close()
-    policy = limits.policy()
-    if limits.isolate and (problem := sandbox_problem(policy, kernel_scratch() / "probe")):
-        raise InfrastructureFailure(f"the Dask worker cannot sandbox kernels: {problem}")
-    runner = NotebookRunner(policy, config, prefetch=True, scratch=kernel_scratch())
-    with _runners_lock:
-        _runners[thread] = (settings, runner)
-    return runner
-
-
-def close_runners() -> None:
-    """Stop this worker's spare kernels (run on every worker when a grading run ends)."""
-    with _runners_lock:
-        runners = [runner for _, runner in _runners.values()]
-        _runners.clear()
-    for runner in runners:
-        runner.close()
-
-
-def run_notebook(task: NotebookTask) -> TaskResult:
-    """On a worker: execute the task's notebook in a sandboxed kernel, in a folder of its own."""
-    differences = version_differences(task.versions, get_package_info(CHECKED_PACKAGES))
-    if differences:
-        raise InfrastructureFailure(
-            f"the Dask worker {get_worker().address} {'; '.join(differences)}: {HOW_TO_START}"
-        )
-    runner = _runner(task.limits, task.config)
-    folder = Path(kernel_scratch(), f"task-{uuid.uuid4().hex}")
-    folder.mkdir()
-    try:
-        write_folder(folder, task.files)
-        execution = runner.run(task.notebook_json, str(folder), task.modules)
-        after = read_folder(folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    changed = {name: data for name, data in after.items() if task.files.get(name) != data}
-    return TaskResult(execution, changed)
-
-
-def probe_worker(limits: KernelLimits) -> tuple[str | None, str]:
-    """On a worker: why it cannot sandbox a kernel (None if it can), and how it limits one."""
-    policy = limits.policy()
-    problem = sandbox_problem(policy, kernel_scratch() / "probe") if limits.isolate else None
-    return problem, policy.describe()
-
-
-def _set_allowed_failures(dask_scheduler: object, allowed: int) -> None:
-    dask_scheduler.allowed_failures = allowed  # type: ignore[attr-defined]
+def _set_allowed_failures(dask_scheduler: Scheduler, allowed: int) -> None:
+    """On the scheduler: how often a task may kill its worker before it raises KilledWorker."""
+    dask_scheduler.allowed_failures = allowed
 
 
 class DaskWorkers:
@@ -230,9 +80,10 @@ class DaskWorkers:
         self.course = course
         self.address = address
         self.limits = KernelLimits.of(policy)
-        self.versions = get_package_info(CHECKED_PACKAGES)
+        self.config = pickle.dumps(course.config)
+        self.versions = package_versions()
         self.exporter = feedback_exporter(course)
-        self._running: dict[Future, object] = {}
+        self._running: dict[Future, DaskFuture] = {}
         self._slots = (-SLOTS_REFRESH_SECONDS, 0)
         try:
             with dask.config.set({"distributed.comm.timeouts.connect": CONNECT_SECONDS}):
@@ -275,8 +126,8 @@ class DaskWorkers:
         self.client.run_on_scheduler(_set_allowed_failures, allowed=allowed_failures)
         limits = sorted({description for _, description in sandboxes.values()})
         return (
-            f"grading on the Dask cluster at {self.address}: {len(sandboxes)} workers, "
-            f"{self.slots} notebooks at once; a notebook that kills its worker runs at most "
+            f"grading on the Dask cluster at {self.address}: workers {len(sandboxes)}, "
+            f"notebooks at once {self.slots}; a notebook that kills its worker runs at most "
             f"{allowed_failures + 1} times; on the workers: {'; '.join(limits)}"
         )
 
@@ -320,7 +171,7 @@ class DaskWorkers:
             read_folder(Path(job.workdir)),
             job.modules,
             self.limits,
-            self.course.config,
+            self.config,
             self.versions,
         )
         submission = job.submission
@@ -333,11 +184,11 @@ class DaskWorkers:
         remote.add_done_callback(lambda finished: self._deliver(done, Path(job.workdir), finished))
         return done
 
-    def _deliver(self, done: Future, workdir: Path, remote: object) -> None:
+    def _deliver(self, done: Future, workdir: Path, remote: DaskFuture) -> None:
         """In Dask's callback thread: bring the task's files home and complete `done`."""
         self._running.pop(done, None)
         try:
-            result: TaskResult = remote.result()  # type: ignore[attr-defined]
+            result: TaskResult = remote.result()
             write_folder(workdir, result.files)
         except KilledWorker as error:
             done.set_exception(
@@ -349,10 +200,8 @@ class DaskWorkers:
             )
         except CancelledError as error:
             done.set_exception(BrokenExecutor(f"the Dask cluster lost the task ({error})"))
-        except ImportError as error:
-            done.set_exception(
-                InfrastructureFailure(f"a Dask worker cannot run the grading task ({error})")
-            )
+        except WorkerUnfit as error:
+            done.set_exception(InfrastructureFailure(str(error)))
         except BaseException as error:
             done.set_exception(error)
         else:
@@ -369,10 +218,12 @@ class DaskWorkers:
 
     def close(self) -> None:
         """Stop the workers' spare kernels and disconnect."""
-        for remote in self._running.values():
-            remote.cancel()  # type: ignore[attr-defined]
+        for remote in list(self._running.values()):
+            remote.cancel()
         try:
-            self.client.run(close_runners)
+            self.client.run(close_runners, on_error="ignore")
+        except OSError:  # the scheduler is gone: so are the workers' tasks
+            pass
         finally:
             self.client.close()
 

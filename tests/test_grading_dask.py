@@ -33,6 +33,13 @@ from test_grading_helpers import (
 )
 
 from autograder.cli import main
+from autograder.cluster_worker import (
+    KernelLimits,
+    NotebookTask,
+    WorkerUnfit,
+    package_versions,
+    run_notebook,
+)
 
 WORKERS = 2
 CLASS = {
@@ -220,6 +227,13 @@ def test_a_worker_missing_a_package_grades_nothing(cluster, empty_course, tmp_pa
         (stranger,) = set(cluster.scheduler_info(n_workers=-1)["workers"]) - before
         capsys.readouterr()
         assert grade(course, cluster) == 2
+        # a worker that joins after the check refuses its first task (not graded, not a zero)
+        task = NotebookTask("{}", {}, (), KernelLimits(1, 1, 1, 1, True), b"", package_versions())
+        late = cluster.submit(
+            run_notebook, task, workers=[stranger], resources={"KERNEL": 1}, pure=False
+        )
+        with pytest.raises(WorkerUnfit, match=f"the Dask worker {stranger} lacks nbgrader"):
+            late.result(timeout=60)
     finally:
         worker.terminate()
         worker.wait(timeout=30)

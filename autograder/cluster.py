@@ -26,7 +26,6 @@ import uuid
 from concurrent.futures import BrokenExecutor, CancelledError, Future
 from pathlib import Path
 
-import dask
 from distributed import Client, KilledWorker, Scheduler
 from distributed import Future as DaskFuture
 from distributed.versions import required_packages
@@ -86,8 +85,7 @@ class DaskWorkers:
         self._running: dict[Future, DaskFuture] = {}
         self._slots = (-SLOTS_REFRESH_SECONDS, 0)
         try:
-            with dask.config.set({"distributed.comm.timeouts.connect": CONNECT_SECONDS}):
-                self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+            self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
         except (OSError, TimeoutError) as error:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {error}") from None
         try:

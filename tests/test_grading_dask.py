@@ -205,7 +205,8 @@ def test_a_notebook_killing_its_worker_is_graded_as_a_dead_kernel(cluster, empty
 
 def environment_without(package: str, folder: Path) -> Path:
     """A virtual environment with this one's packages except `package`; its Python."""
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    base = Path(sys.base_prefix, "bin", "python3")
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(folder)], check=True)
     theirs = next(folder.glob("lib/python*/site-packages"))
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
         if not entry.name.lower().startswith(package):

@@ -241,9 +241,34 @@ class GradebookWriter:
         opened.pending.discard(notebook)
 
     def drop(self, opened: OpenSubmission) -> None:
-        """Leave an abandoned submission ungraded: no record, its staging folder removed."""
+        """Leave an abandoned submission ungraded: no record (an earlier run's goes too), its
+        staging folder removed, its gradebook submission removed (`forget_grades`), a note
+        saying why."""
         shutil.rmtree(opened.staging, ignore_errors=True)
+        self.course.forget_record(opened.submission)
+        self.forget_grades(opened.submission)
         self.course.write_not_graded(opened.submission, opened.not_graded)
+
+    def forget_grades(self, submission: Submission) -> None:
+        """Remove a submission nobody graded from the gradebook, so that no export, report or
+        formgrader shows nbgrader's 0 for its empty grades (the next run creates it again).
+
+        Its scores are the machinery's alone (this run's, or an earlier run's that a `--force`
+        or a resubmission replaces): a submission where the instructor graded by hand (a manual
+        score, extra credit or a comment) is kept, and the exports leave it out while it has
+        a not-graded note."""
+        with lent_gradebook(self.gradebook):
+            try:
+                found = self.gradebook.find_submission(submission.assignment, submission.student)
+            except MissingEntry:
+                return
+            grades = [grade for notebook in found.notebooks for grade in notebook.grades]
+            comments = [comment for notebook in found.notebooks for comment in notebook.comments]
+            if any(g.manual_score is not None or g.extra_credit for g in grades) or any(
+                comment.manual_comment for comment in comments
+            ):
+                return
+            self.gradebook.remove_submission(submission.assignment, submission.student)
 
     def publish(self, opened: OpenSubmission) -> None:
         """Move the graded folder into autograded/ (its grades are committed by now).

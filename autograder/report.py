@@ -8,7 +8,13 @@
 - per assignment, the distribution of scores and, per test cell, what it checks (from its code)
   and the fraction of students who did not get its full points, as a table and a bar chart;
 - the class's most frequent misunderstandings: the "likely misunderstanding" part of the teaching
-  messages in the graded notebooks' failing test cells, counted per student, with their names.
+  messages in the graded notebooks' failing test cells, counted per student, with their names;
+  only a message the instructor wrote in that test cell, or one `autograder.checks` raises,
+  counts (an error's text is the student's code's to choose), as on the feedback page.
+
+A submission the machinery could not grade (its not-graded note, `Course.not_graded`) has no
+score anywhere: an empty cell in both CSV files, "NOT GRADED" in the report, and no part in
+the class statistics or the per-test counts.
 
 Everything is read from the gradebook, the graded notebooks and the grading records, so
 `course-grade report` rebuilds it at any time (after manual grading in formgrader, say).
@@ -27,11 +33,10 @@ from pathlib import Path
 
 import nbformat
 from nbgrader import utils
-from nbgrader.api import Gradebook
-from nbgrader.plugins import CsvExportPlugin
+from nbgrader.api import Gradebook, MissingEntry
 
 from autograder.course import Course, GradingRecord, Submission
-from autograder.feedback import describe_test_cell
+from autograder.feedback import checks_messages, describe_test_cell, message_arguments
 from autograder.safe_files import read_file_no_follow
 from autograder.submissions import canvas_id, find_submissions, marked_late
 
@@ -74,6 +79,8 @@ class ClassReport:
     """Scores and test-cell results of every graded submission in the gradebook."""
 
     scores: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # (student, assignment) -> why the machinery could not grade it (it has no score)
+    not_graded: dict[tuple[str, str], str] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)  # per assignment
     tests: list[TestCellStats] = field(default_factory=list)
     attention: list[tuple[str, str, str]] = field(default_factory=list)
@@ -88,37 +95,105 @@ class ClassReport:
     def total(self, student: str) -> float:
         return sum(score for score, _ in self.scores.get(student, {}).values())
 
+    def incomplete(self, student: str) -> bool:
+        """Whether one of the student's submissions is not graded (their total is partial)."""
+        return any(who == student for who, _ in self.not_graded)
+
     @property
     def max_total(self) -> float:
         return sum(self.max_scores.values())
 
 
+NBGRADER_COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
+
+
+def not_graded_submissions(course: Course) -> dict[tuple[str, str], str]:
+    """(student, assignment) -> why the machinery could not grade it, for every submission
+    with a not-graded note."""
+    return {
+        (submission.student, submission.assignment): reason
+        for submission in find_submissions(course)
+        if (reason := course.not_graded(submission))
+    }
+
+
 def export_grades(course: Course, destination: Path, gradebook: Gradebook) -> None:
-    """nbgrader's own CSV export of the gradebook (the columns `nbgrader export` writes)."""
-    CsvExportPlugin(to=str(destination), config=course.config).export(gradebook)
+    """The grades with the columns and values of nbgrader's `nbgrader export` (a student
+    without a submission scores 0), except that a submission that is not graded has empty
+    scores, and values are quoted as CSV (nbgrader's writer does not)."""
+    not_graded = not_graded_submissions(course)
+    with open(destination, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(NBGRADER_COLUMNS)
+        for assignment in gradebook.assignments:
+            for student in gradebook.students:
+                row = {
+                    "assignment": assignment.name,
+                    "duedate": assignment.duedate,
+                    "student_id": student.id,
+                    "last_name": student.last_name,
+                    "first_name": student.first_name,
+                    "email": student.email,
+                    "max_score": assignment.max_score,
+                }
+                try:
+                    submission = gradebook.find_submission(assignment.name, student.id)
+                except MissingEntry:
+                    submission = None
+                if submission is not None:
+                    row["timestamp"] = submission.timestamp
+                if (student.id, assignment.name) in not_graded:
+                    pass  # no score: it is not graded
+                elif submission is None:
+                    row.update(raw_score=0.0, late_submission_penalty=0.0, score=0.0)
+                else:
+                    penalty = submission.late_submission_penalty
+                    row.update(
+                        raw_score=submission.score,
+                        late_submission_penalty=penalty,
+                        score=max(0.0, submission.score - penalty),
+                    )
+                writer.writerow(
+                    "" if row.get(key) is None else str(row[key]) for key in NBGRADER_COLUMNS
+                )
 
 
 def collect_report(course: Course, records: list[GradingRecord], gb: Gradebook) -> ClassReport:
     """Read scores and per-test results from the gradebook, reasons from the records and the
     notes of submissions the machinery could not grade, messages from the graded notebooks."""
-    report = ClassReport()
+    report = ClassReport(not_graded=not_graded_submissions(course))
     for record in records:
         for problem in record.problems:
             report.attention.append((record.student, record.assignment, problem))
-    for submission in find_submissions(course):
-        if reason := course.not_graded(submission):
-            report.attention.append(
-                (
-                    submission.student,
-                    submission.assignment,
-                    f"not graded yet ({reason}); `course-grade grade` grades it at its next run",
-                )
+    for (student, assignment_name), reason in report.not_graded.items():
+        report.attention.append(
+            (
+                student,
+                assignment_name,
+                f"not graded yet ({reason}); `course-grade grade` grades it at its next run",
             )
+        )
     found: dict[tuple[str, str], Misunderstanding] = {}
     for assignment in gb.assignments:
         report.max_scores[assignment.name] = assignment.max_score
+        ungraded = {who for who, name in report.not_graded if name == assignment.name}
+        known = {notebook.name: _instructor_messages(notebook) for notebook in assignment.notebooks}
         for submission in gb.assignment_submissions(assignment.name):
             student = submission.student_id
+            if student in ungraded:
+                continue
             report.scores.setdefault(student, {})[assignment.name] = (
                 submission.score,
                 submission.max_score,
@@ -132,13 +207,13 @@ def collect_report(course: Course, records: list[GradingRecord], gb: Gradebook) 
                 "*.html"
             ))  # fmt: skip
             report.feedback[(student, assignment.name)] = pages
-            for message in _messages(course, Submission(student, assignment.name)):
+            for message in _messages(course, Submission(student, assignment.name), known):
                 key = (assignment.name, message)
                 found.setdefault(key, Misunderstanding(assignment.name, message)).students.add(
                     student
                 )
         for notebook in assignment.notebooks:
-            report.tests += _test_cell_stats(assignment.name, notebook)
+            report.tests += _test_cell_stats(assignment.name, notebook, ungraded)
     report.misunderstandings = sorted(
         found.values(), key=lambda m: (-len(m.students), m.assignment, m.message)
     )
@@ -146,8 +221,36 @@ def collect_report(course: Course, records: list[GradingRecord], gb: Gradebook) 
     return report
 
 
-def _messages(course: Course, submission: Submission) -> Iterator[str]:
-    """The misunderstandings the failing test cells of a graded submission name, once each."""
+def _misunderstanding(text: str) -> str | None:
+    """The "likely misunderstanding" part of a message, its spaces collapsed, or None."""
+    match = MISUNDERSTANDING.search(text)
+    return (" ".join(match[1].split()) or None) if match else None
+
+
+def _named(messages: set[str] | frozenset[str]) -> set[str]:
+    """What those messages can name as a misunderstanding: each one (a check's `misunderstanding`
+    argument) and its "likely misunderstanding" part (an `assert` message), spaces collapsed."""
+    return {" ".join(message.split()) for message in messages} | {
+        found for message in messages if (found := _misunderstanding(message))
+    }
+
+
+def _instructor_messages(notebook) -> dict[str, set[str]]:
+    """Test cell name -> the misunderstandings its code (hidden tests included) or
+    `autograder.checks` can name: the only ones the report counts."""
+    from_checks = _named(checks_messages())
+    return {
+        cell.name: from_checks | _named(message_arguments(cell.source))
+        for cell in notebook.source_cells
+    }
+
+
+def _messages(
+    course: Course, submission: Submission, known: dict[str, dict[str, set[str]]]
+) -> Iterator[str]:
+    """The misunderstandings the failing test cells of a graded submission name, once each:
+    only those the instructor wrote in that cell (`known`, by notebook and cell) or
+    `autograder.checks` raises, whatever else the student's code put in an error."""
     folder = course.folder("autograded", submission)
     seen = set()
     for path in sorted(folder.glob("*.ipynb")):
@@ -158,17 +261,17 @@ def _messages(course: Course, submission: Submission) -> Iterator[str]:
         for cell in nb.cells:
             if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
                 continue
+            allowed = known.get(path.stem, {}).get(cell.metadata["nbgrader"].get("grade_id"), set())
             for output in cell.get("outputs", []):
                 if output.get("output_type") != "error":
                     continue
                 text = str(output.get("evalue", ""))
                 if not MISUNDERSTANDING.search(text):
                     text = ANSI_ESCAPE.sub("", "\n".join(output.get("traceback", [])))
-                if match := MISUNDERSTANDING.search(text):
-                    message = " ".join(match[1].split())
-                    if message and message not in seen:
-                        seen.add(message)
-                        yield message
+                message = _misunderstanding(text)
+                if message in allowed and message not in seen:
+                    seen.add(message)
+                    yield message
 
 
 def _lateness(lms: str, submission) -> str:
@@ -186,11 +289,15 @@ def _lateness(lms: str, submission) -> str:
     return f"{flagged}, but nbgrader counts it on time ({times}): check the due date"
 
 
-def _test_cell_stats(assignment: str, notebook) -> list[TestCellStats]:
+def _test_cell_stats(assignment: str, notebook, ungraded: set[str]) -> list[TestCellStats]:
+    """How the class did on each test cell of a notebook; the students in `ungraded` (not
+    graded) are not counted."""
     solutions = {cell.name for cell in notebook.solution_cells}
     sources = {cell.name: cell.source for cell in notebook.source_cells}
     scores_by_cell: dict[str, list[float]] = {}
     for submission in notebook.submissions:
+        if submission.student.id in ungraded:
+            continue
         for grade in submission.grades:
             scores_by_cell.setdefault(grade.cell.name, []).append(grade.score)
     stats = []
@@ -245,7 +352,8 @@ CANVAS_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 def write_canvas_csv(course: Course, report: ClassReport, gb: Gradebook, destination: Path) -> None:
     """The grades as Canvas's gradebook imports them: its five student columns, a "Points
     Possible" row, one column per assignment. A student known from a Canvas export is matched
-    by their Canvas user id (ID); any other by their nbgrader id as SIS Login ID."""
+    by their Canvas user id (ID); any other by their nbgrader id as SIS Login ID. A submission
+    that is not graded has an empty cell, which Canvas's import leaves alone."""
     assignments = report.assignments
     with open(destination, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -253,11 +361,15 @@ def write_canvas_csv(course: Course, report: ClassReport, gb: Gradebook, destina
         writer.writerow(
             ["Points Possible", "", "", "", "", *(f"{report.max_scores[a]:g}" for a in assignments)]
         )
-        for student in sorted(report.scores):
-            record = gb.find_student(student)
-            name = ", ".join(part for part in (record.last_name, record.first_name) if part)
+        for student in sorted(set(report.scores) | {who for who, _ in report.not_graded}):
+            try:
+                record = gb.find_student(student)
+                parts = (record.last_name, record.first_name)
+            except MissingEntry:
+                parts = ()
+            name = ", ".join(part for part in parts if part)
             user_id = canvas_id(course, student)
-            scores = report.scores[student]
+            scores = report.scores.get(student, {})
             writer.writerow(
                 [
                     _spreadsheet_safe(name or student),
@@ -272,7 +384,7 @@ def write_canvas_csv(course: Course, report: ClassReport, gb: Gradebook, destina
 
 def _spreadsheet_safe(text: str) -> str:
     """A value a spreadsheet shows as text, never runs as a formula."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@") else text
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def histogram_svg(percentages: list[float], width: int = 420, height: int = 160) -> str:
@@ -359,11 +471,14 @@ def write_report_html(report: ClassReport, destination: Path) -> None:
     for student in sorted(set(report.scores) | {student for student, _, _ in report.attention}):
         scores = report.scores.get(student, {})
         cells = "".join(
-            f'<td class="num">{link(student, a, f"{scores[a][0]:g}")}</td>'
+            '<td class="num">NOT GRADED</td>'
+            if (student, a) in report.not_graded
+            else f'<td class="num">{link(student, a, f"{scores[a][0]:g}")}</td>'
             if a in scores
             else '<td class="num">-</td>'
             for a in assignments
         )
+        partial = " (incomplete)" if report.incomplete(student) else ""
         notes = [
             f"{esc(assignment)}: {esc(reason)}"
             for (who, assignment), texts in sorted(reasons.items())
@@ -372,7 +487,7 @@ def write_report_html(report: ClassReport, destination: Path) -> None:
         ]
         rows.append(
             f"<tr><td>{esc(student)}</td>{cells}"
-            f'<td class="num">{report.total(student):g} / {report.max_total:g}</td>'
+            f'<td class="num">{report.total(student):g} / {report.max_total:g}{partial}</td>'
             f"<td>{'<br>'.join(notes) or 'nothing'}</td></tr>"
         )
     summary = "".join(
@@ -380,7 +495,7 @@ def write_report_html(report: ClassReport, destination: Path) -> None:
         f"of {report.max_scores[a]:g} points</li>"
         for a in assignments
     )
-    totals = [report.total(student) for student in report.scores]
+    totals = [report.total(student) for student in report.scores if not report.incomplete(student)]
     summary += f"<li>total: {_mean_median(totals)} of {report.max_total:g} points</li>"
 
     sections = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nbgrader.apps import NbGraderAPI
 
-from autograder.course import CONFIG_NAME, Course
+from autograder.course import CONFIG_NAME, Course, load_nbgrader_config
 
 IGNORED = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc", "*.db")
 
@@ -46,10 +46,14 @@ def init_term(
     course_id: str | None = None,
     exchange_root: Path | None = None,
 ) -> Course:
-    """Create the instructor's course in `folder` from the course `repository`; return it."""
+    """Create the instructor's course in `folder` from the course `repository`; return it.
+
+    On any failure the folder is left as it was found (removed if this call created it)."""
     folder, repository = folder.resolve(), repository.resolve()
     if not (repository / "source").is_dir() or not (repository / f"{CONFIG_NAME}.py").is_file():
         raise TermError(f"{repository} has no source/ and {CONFIG_NAME}.py: pass --from")
+    if folder.exists() and not folder.is_dir():
+        raise TermError(f"{folder} exists and is not a folder")
     if folder.exists() and any(folder.iterdir()):
         raise TermError(f"{folder} exists and is not empty")
     work_tree = repository_root(folder)
@@ -60,19 +64,50 @@ def init_term(
             f"{folder} is inside the course repository: a private copy must live outside it "
             "(or it would be published with the next push)"
         )
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(repository / "source", folder / "source", ignore=IGNORED)
+    try:
+        return _fill(folder, repository, course_id, exchange_root)
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
+
+
+def _fill(
+    folder: Path, repository: Path, course_id: str | None, exchange_root: Path | None
+) -> Course:
+    """Write the term's configuration, check it, copy source/ and generate every assignment."""
     config = (repository / f"{CONFIG_NAME}.py").read_text()
     overrides = ["", "# This term's private course (written by course-grade init-term)."]
     if course_id:
         overrides.append(f"c.CourseDirectory.course_id = {course_id!r}")
     if exchange_root:
         overrides.append(f"c.Exchange.root = {str(exchange_root.resolve())!r}")
-    (folder / f"{CONFIG_NAME}.py").write_text(config.rstrip("\n") + "\n" + "\n".join(overrides))
+    config_file = folder / f"{CONFIG_NAME}.py"
+    config_file.write_text(config.rstrip("\n") + "\n" + "\n".join(overrides) + "\n")
+    # what nbgrader's own commands will read (Course puts its own root over it)
+    loaded = load_nbgrader_config(folder)
+    root = loaded.CourseDirectory.get("root")
+    if isinstance(root, str) and Path(root).resolve() != folder:
+        raise TermError(
+            f"{CONFIG_NAME}.py sets the course root to {root}, not to its own folder {folder}: "
+            f"nbgrader would work on that course (set it to Path(__file__).resolve().parent)"
+        )
+    exchange = loaded.Exchange.get("root")
+    if not isinstance(exchange, str):  # nbgrader's default is a system folder: use the term's
+        exchange = str(folder / "exchange")
+        with config_file.open("a") as handle:
+            handle.write(f"c.Exchange.root = {exchange!r}\n")
+    Path(exchange).mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repository / "source", folder / "source", ignore=IGNORED)
     course = Course(folder)
-    if Path(course.coursedir.root) != folder:
-        raise TermError(f"{CONFIG_NAME}.py must set the course root to its own folder")
-    Path(course.config.Exchange.root or folder / "exchange").mkdir(parents=True, exist_ok=True)
     api = NbGraderAPI(course.coursedir, config=course.config)
     for assignment in sorted(path.name for path in (folder / "source").iterdir() if path.is_dir()):
         result = api.generate_assignment(assignment, force=True)

@@ -89,10 +89,13 @@ LOAD_ON_ACCESS = "load on access"
 BETWEEN_CALLS = "between calls"
 # Calls that may change every object of the session without a lifecycle event (expiry, a
 # merge), and session events that do (a commit or rollback outside any call); "between calls"
-# re-reads them all too. So does an UPDATE or DELETE (see ``_changes_whole_session``).
+# re-reads them all too. So do the queries that may (see ``_changes_whole_session``).
 WHOLE_SESSION_CALLS = frozenset(
     {"commit", "rollback", "expire", "expire_all", "refresh", "merge", "merge_all", BETWEEN_CALLS}
 )
+# The calls that run a statement or a get(): an ORM UPDATE or DELETE, or populate_existing, may
+# change any object of the session.
+QUERY_CALLS = frozenset({"execute", "scalars", "scalar", "get", "get_one"})
 # Session events that can happen outside any call (the end of a ``with session.begin():`` block).
 SESSION_EVENTS = frozenset({"begin", "flush", "commit", "rollback"})
 # At most this many objects per step get a repr() label: views list only the first few.
@@ -738,8 +741,10 @@ class SessionTracker:
                 records.append(record)
         self._read_into(builder, records, _deleted_ids(session))  # no autoflush: still marked
         rows = builder.rows
+        # reading the result loads the expired objects, and with populate_existing overwrites
+        # any object it returns
         builder.refreshable = untouched_expired + [
-            record for record in records if rows[record.key][ROW_EXPIRED]
+            record for record in records if builder.whole_session or rows[record.key][ROW_EXPIRED]
         ]
 
     def _read_into(
@@ -756,8 +761,9 @@ class SessionTracker:
 
     def _rows_kept(self, builder: _StepBuilder) -> dict[int, tuple]:
         """The rows of a step read as its call returned, and since then: those of objects
-        still expired then, which reading the result may have loaded (without the attributes
-        assigned since: a later step shows those); and the objects a ``delete()`` marked."""
+        still expired then, which reading the result may have loaded, or of any object with
+        ``populate_existing`` (without the attributes assigned since: a later step shows those);
+        and the objects a ``delete()`` marked."""
         rows = builder.rows
         session = builder.session_ref()
         session_key = None if session is None else builder.session_key  # see read_row
@@ -1141,17 +1147,24 @@ def _changes_whole_session(
     name: str, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> bool:
     """Whether a call may change any object of the session without a lifecycle event: expiry,
-    a merge, or an ORM-enabled UPDATE or DELETE (it synchronizes the objects it matched).
-
-    (A query with ``populate_existing`` overwrites the objects it returns too; its step does not
-    show it yet: the change shows in the next step. See the review report.)"""
+    a merge, an ORM-enabled UPDATE or DELETE (it synchronizes the objects it matched), or a
+    query with ``populate_existing`` (it overwrites the objects it returns)."""
     if name in WHOLE_SESSION_CALLS:
         return True
-    if name != "execute":
+    if name not in QUERY_CALLS:
         return False
+    if kwargs.get("populate_existing"):  # get(User, 1, populate_existing=True)
+        return True
     positional = args[1:] if args and args[0] is session else args
     statement = positional[0] if positional else kwargs.get("statement")
-    return isinstance(statement, Executable) and statement.is_dml
+    if not isinstance(statement, Executable):  # get()'s entity
+        return False
+    options = {**statement.get_execution_options(), **(kwargs.get("execution_options") or {})}
+    load_options = options.get(LOAD_OPTIONS)  # Query.populate_existing()
+    return bool(
+        statement.is_dml or options.get("populate_existing")
+        or getattr(load_options, "_populate_existing", False)
+    )
 
 
 def _call_name(name: str, kwargs: dict[str, Any]) -> str:

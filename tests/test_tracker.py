@@ -866,6 +866,17 @@ SILENT_CHANGES = {  # a call that changes John in memory without a lifecycle eve
         lambda session: session.execute(update(User).where(User.id == 1).values(name="Johnny")),
         "execute()",
     ),
+    "populate_existing option": (
+        lambda session: session.scalars(
+            select(User).execution_options(populate_existing=True)).all(),
+        "scalars()",
+    ),
+    "get(populate_existing=True)": (
+        lambda session: session.get(User, 1, populate_existing=True), "get()"
+    ),
+    "Query.populate_existing()": (
+        lambda session: session.query(User).populate_existing().all(), "Query.all()"
+    ),
     "merge_all(load=False)": (  # copies onto John without marking him modified
         lambda session: session.merge_all([detached(User(id=1, name="Johnny"))], load=False),
         "merge_all()",
@@ -878,10 +889,11 @@ def detached(user: User) -> User:
     return user
 
 
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.LegacyAPIWarning")
 @pytest.mark.parametrize("change", list(SILENT_CHANGES))
 def test_a_call_that_changes_objects_without_an_event_shows_it_in_its_own_step(session, change):
-    """An ORM UPDATE synchronizes the objects in the session, a merge copies onto them: that is
-    the call's doing, not a change made between calls."""
+    """An ORM UPDATE synchronizes the objects in the session, populate_existing overwrites them,
+    a merge copies onto them: that is the call's doing, not a change made between calls."""
     tracker = SessionTracker(session)
     john = session.get(User, 1)
     rename_behind_the_sessions_back(session)

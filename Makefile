@@ -9,6 +9,9 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/sqlalchemy-sessio
 # The student's own copies of the lessons and assignments (ignored by git).
 WORKSPACE := workspace
 
+# What the PostgreSQL pass of `make test` runs (the rest does not depend on the database).
+POSTGRESQL_PASS := notebooks tests/test_assignments_postgresql.py
+
 .PHONY: course test system-packages lessons lite
 
 # A virtual environment with the course and everything its tests need.
@@ -33,10 +36,15 @@ system-packages:
 	  { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium bubblewrap postgresql; }
 
-## Install everything and run the whole test suite: ruff, the unit tests, nbval over every lesson.
+## Install everything and run the whole test suite: ruff; every test on SQLite (lesson 12 on a
+## throwaway PostgreSQL); then nbval over every lesson and the assignments' grading on PostgreSQL;
+## last, a check that no test left a PostgreSQL server running.
 test: $(VENV)/.installed system-packages
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	$(BIN)/pytest --course-database=postgresql $(POSTGRESQL_PASS)
+	@! pgrep -a -f '^[^ ]*postgres -D [^ ]*/course-postgres-' || \
+	  { echo "a course PostgreSQL server still runs (the tests must stop theirs)" >&2; exit 1; }
 
 ## Re-execute every lesson and store its outputs (after changing a lesson or the visualizers).
 lessons: $(VENV)/.installed

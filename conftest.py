@@ -1,17 +1,20 @@
-"""PostgreSQL for the tests that need it (issue 13).
+"""The database each test runs on: SQLite, or PostgreSQL for the tests that need it (issue 13).
 
 Lessons tagged `postgresql` (notebook-level metadata.tags) store PostgreSQL outputs, so nbval, the
-browser test and the tests marked `postgresql` must run them against a server. When the collected
-tests include one of those, one server is started for the whole session before the first test runs
-(tools/postgres_server.py), unless COURSE_DATABASE_URL already names one, and COURSE_DATABASE_URL is
-set in this process, so every kernel a test starts inherits it. The server is stopped and deleted
-when the session ends. It lives here, at the root, so `pytest notebooks/NN-name.ipynb` has it too.
+browser test and the tests marked `postgresql` must run them against a server; every other test
+runs on SQLite. When the collected tests include one of those, one server is started for the whole
+session before the first test runs (tools/postgres_server.py), unless COURSE_DATABASE_URL already
+names one. Before each test COURSE_DATABASE_URL is set in this process when the test needs the
+server and unset otherwise, so the kernels the test starts (nbval's, nbclient's, JupyterLab's)
+inherit the right one. The server is stopped and deleted when the session ends. It lives here, at
+the root, so `pytest notebooks/NN-name.ipynb` has it too.
 
 `pytest --course-database=postgresql` runs every selected test on PostgreSQL: the server is started
 whatever is selected, and nbval also applies tests/nbval-sanitize-postgresql.cfg, whose rules map
 PostgreSQL's spelling of the same outputs (its SQL dialect, its URL) to the stored SQLite outputs.
 """
 
+import os
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -22,10 +25,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tools"))
-from postgres_server import postgres_for_the_course  # noqa: E402
+from postgres_server import running_postgres  # noqa: E402
+
+from course_database import VARIABLE  # noqa: E402
 
 TAG = "postgresql"
 SERVER = pytest.StashKey[ExitStack]()
+URL = pytest.StashKey[str]()  # the server's, once started
+ON_THE_SERVER = pytest.StashKey[set[str]]()  # the node ids of the tests that run on it
 POSTGRESQL_RULES = ROOT / "tests" / "nbval-sanitize-postgresql.cfg"
 
 
@@ -72,11 +79,26 @@ def add_postgresql_rules(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected what will not run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     lessons = postgresql_lessons()
-    if (items and on_postgresql(config)) or any(
-        item.get_closest_marker(TAG) or any(lesson in item.nodeid for lesson in lessons)
+    config.stash[ON_THE_SERVER] = {
+        item.nodeid
         for item in items
-    ):
-        config.stash[SERVER].enter_context(postgres_for_the_course())
+        if on_postgresql(config)
+        or item.get_closest_marker(TAG)
+        or any(lesson in item.nodeid for lesson in lessons)
+    }
+    if config.stash[ON_THE_SERVER]:
+        config.stash[URL] = os.environ.get(VARIABLE) or config.stash[SERVER].enter_context(
+            running_postgres()
+        )
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures and nbval's kernel start
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Give the test COURSE_DATABASE_URL if it runs on the server; take it away if not."""
+    if item.nodeid in item.config.stash[ON_THE_SERVER]:
+        os.environ[VARIABLE] = item.config.stash[URL]
+    else:
+        os.environ.pop(VARIABLE, None)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

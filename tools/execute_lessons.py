@@ -9,8 +9,10 @@ Consecutive stream outputs are merged (where the kernel happened to flush differ
 Only the fields a reader needs are kept in the notebook's metadata.
 """
 
+import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -18,8 +20,21 @@ from nbclient import NotebookClient
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from postgres_server import postgres_for_the_course  # tools/ is the script's folder
 
+from course_database import VARIABLE
+
 LESSONS = Path(__file__).resolve().parents[1] / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@contextmanager
+def on_sqlite() -> Iterator[None]:
+    """COURSE_DATABASE_URL unset while inside: the stored outputs of a lesson are SQLite's."""
+    saved = os.environ.pop(VARIABLE, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[VARIABLE] = saved
 
 
 def execute_lesson(path: Path) -> None:
@@ -28,7 +43,7 @@ def execute_lesson(path: Path) -> None:
     in_its_folder = {"metadata": {"path": str(path.parent)}}
     tags = notebook.metadata.get("tags", [])
     # A lesson tagged `postgresql` stores PostgreSQL outputs: its kernel gets COURSE_DATABASE_URL.
-    with postgres_for_the_course() if "postgresql" in tags else nullcontext():
+    with postgres_for_the_course() if "postgresql" in tags else on_sqlite():
         NotebookClient(notebook, timeout=120, resources=in_its_folder).execute()
     notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
     for cell in notebook.cells:

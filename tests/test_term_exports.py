@@ -25,6 +25,7 @@ from autograder.course import Course, GradingRecord, Submission, load_nbgrader_c
 from autograder.feedback import checks_messages
 from autograder.gradebook import GradebookWriter
 from autograder.report import (
+    _spreadsheet_safe,
     collect_report,
     export_grades,
     write_canvas_csv,
@@ -177,6 +178,13 @@ def test_the_report_counts_only_the_instructors_misunderstandings(course, tmp_pa
     assert [(m.message, m.students) for m in report.misunderstandings] == [
         (" ".join(CHECKS_MESSAGE.split()), {"bob"})
     ]
+
+
+def test_a_canvas_cell_never_starts_a_formula():
+    """OWASP's CSV-injection list: =, +, -, @, and a leading tab or carriage return."""
+    for text in ("=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1"):
+        assert _spreadsheet_safe(text) == f"'{text}"
+    assert _spreadsheet_safe("doe, jane") == "doe, jane"
 
 
 def public_repository(root: Path, config: str) -> Path:

@@ -1,14 +1,16 @@
 """The course in a real browser: JupyterLab, Debian's Chromium, Playwright.
 
-One JupyterLab server and one Chromium for the whole module. The server serves working copies of
-the lessons made by the same tool as `make course` (the repository's files must never change), and
-each test runs a lesson from the Run menu like a student would, saves it, reopens it, and checks
-what the page shows.
+One JupyterLab server and one Chromium per database for the whole module. The server serves working
+copies of the lessons made by the same tool as `make course` (the repository's files must never
+change), and each test runs a lesson from the Run menu like a student would, saves it, reopens it,
+and checks what the page shows. A lesson tagged `postgresql` runs on a server of its own, whose
+kernels get COURSE_DATABASE_URL (conftest.py sets it before such a test, unsets it before others).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +31,8 @@ from lesson_widgets import KINDS, WidgetDisplay, stored_displays
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
+from course_database import VARIABLE
+
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPOSITORY / "notebooks"
@@ -46,8 +50,23 @@ STORED_TEXT = """([html, selector]) => {
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
+def database_of(lesson: str) -> str:
+    """The database a lesson's stored outputs come from: postgresql if tagged so, else sqlite."""
+    tags = nbformat.read(NOTEBOOKS / lesson, as_version=4).metadata.get("tags", [])
+    return "postgresql" if "postgresql" in tags else "sqlite"
+
+
+# Tests that need no server: JupyterLab on SQLite (the same parameter, so the same server).
+ON_SQLITE = pytest.mark.parametrize("lab_server", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+def lab_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabServer]:
+    """JupyterLab whose kernels run on the database the test's parameter names."""
+    on_server = bool(os.environ.get(VARIABLE))
+    assert on_server == (request.param == "postgresql"), f"{VARIABLE} is not as the test needs"
     root_dir = tmp_path_factory.mktemp("lab-root")
     tool = REPOSITORY / "tools" / "working_copies.py"
     subprocess.run([sys.executable, str(tool), str(root_dir)], check=True)  # as `make course` does
@@ -95,6 +114,7 @@ def _write_notebook(path: Path, *sources: str) -> None:
     nbformat.write(notebook, path)
 
 
+@ON_SQLITE
 def test_a_stock_widget_renders_and_follows_the_kernel(
     lab_server: LabServer, open_notebook: Callable[[str], NotebookPage]
 ) -> None:
@@ -146,6 +166,7 @@ with Session() as session:
 ObjectCard(tracker, john)"""
 
 
+@ON_SQLITE
 def test_a_card_steps_through_its_cell_from_the_keyboard(
     lab_server: LabServer, open_notebook: Callable[[str], NotebookPage]
 ) -> None:
@@ -229,7 +250,10 @@ def test_lessons_are_found() -> None:
     assert LESSONS, f"no lesson notebooks in {NOTEBOOKS}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
+@pytest.mark.parametrize(
+    ("lesson", "lab_server"), [(lesson, database_of(lesson)) for lesson in LESSONS],
+    indirect=["lab_server"],
+)  # fmt: skip
 def test_lesson_in_jupyterlab(
     lesson: str,
     lab_server: LabServer,

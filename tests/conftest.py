@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules in tests/ (the suite's time budget: README, "Running the tests")."""
+"""Fixtures shared by the modules in tests/ (their time budget: README, "Running the tests")."""
 
 from __future__ import annotations
 

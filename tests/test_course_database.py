@@ -23,7 +23,11 @@ from course_database import course_engine
 
 print(course_engine(schema="lesson_01").url)
 """
-WHERE_MADE = "SELECT table_schema FROM information_schema.tables WHERE table_name = 'made'"
+# Other tests make a table `made` in schemas of their own: look in this test's schema only.
+WHERE_MADE = (
+    "SELECT table_schema FROM information_schema.tables"
+    " WHERE table_name = 'made' AND table_schema = 'test_async'"
+)
 
 
 async def _make_then_read(engine: AsyncEngine) -> list[int]:

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from test_grading_helpers import (
@@ -54,8 +55,14 @@ EXPECTED = {"alice": FULL, "twin": FULL, "bob": NOTHING, "carol": ADD_ONLY, "qui
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A client of a scheduler and two worker processes, all on 127.0.0.1 (no dashboard)."""
+    """A client of a scheduler and two worker processes, all on 127.0.0.1 (no dashboard).
+
+    A LocalCluster forgets a worker (and closes its nanny) that is not back
+    `lost-worker-timeout` after it died, 15 s by default: on a busy machine a nanny's restart
+    took longer than that in CI, and the cluster stayed one worker short for every later test.
+    """
     with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "10 minutes"}),
         LocalCluster(
             n_workers=WORKERS,
             threads_per_worker=1,
@@ -102,7 +109,7 @@ def worker_pids(client: Client) -> dict[str, int]:
 
 def back_to_full_strength(client: Client) -> None:
     """Wait until the cluster has its two workers again (a nanny restarts a killed one)."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while len(client.scheduler_info(n_workers=-1)["workers"]) != WORKERS:
         assert time.monotonic() < deadline, "the cluster did not get its workers back"
         time.sleep(0.2)

@@ -9,6 +9,8 @@ LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d/sqlalchemy-sessio
 # The student's own copies of the lessons and assignments (ignored by git).
 WORKSPACE := workspace
 
+# `make test` runs pytest in two processes, a test file each; tools/xdist_groups.py says how.
+PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 # What the PostgreSQL pass of `make test` runs (the rest does not depend on the database).
 POSTGRESQL_PASS := notebooks tests/test_assignments_postgresql.py
 
@@ -41,8 +43,8 @@ system-packages:
 ## last, a check that no test left a PostgreSQL server running.
 test: $(VENV)/.installed system-packages
 	$(BIN)/ruff check .
-	$(BIN)/pytest
-	$(BIN)/pytest --course-database=postgresql $(POSTGRESQL_PASS)
+	$(BIN)/pytest $(PARALLEL)
+	$(BIN)/pytest $(PARALLEL) --course-database=postgresql $(POSTGRESQL_PASS)
 	@! pgrep -a -f '^[^ ]*postgres -D [^ ]*/course-postgres-' || \
 	  { echo "a course PostgreSQL server still runs (the tests must stop theirs)" >&2; exit 1; }
 

@@ -2,16 +2,16 @@
 
 Lessons tagged `postgresql` (notebook-level metadata.tags) store PostgreSQL outputs, so nbval, the
 browser test and the tests marked `postgresql` must run them against a server; every other test
-runs on SQLite. When the collected tests include one of those, one server is started for the whole
-session before the first test runs (tools/postgres_server.py), unless COURSE_DATABASE_URL already
-names one. Before each test COURSE_DATABASE_URL is set in this process when the test needs the
-server and unset otherwise, so the kernels the test starts (nbval's, nbclient's, JupyterLab's)
-inherit the right one. The server is stopped and deleted when the session ends. It lives here, at
-the root, so `pytest notebooks/NN-name.ipynb` has it too.
+runs on SQLite. One server is started for the whole session before the first test that needs it
+(tools/postgres_server.py), unless COURSE_DATABASE_URL already names one; with pytest-xdist each
+worker process that runs such a test starts its own. Before each test COURSE_DATABASE_URL is set in
+this process when the test needs the server and unset otherwise, so the kernels the test starts
+(nbval's, nbclient's, JupyterLab's) inherit the right one. The server is stopped and deleted when
+the session ends. It lives here, at the root, so `pytest notebooks/NN-name.ipynb` has it too.
 
-`pytest --course-database=postgresql` runs every selected test on PostgreSQL: the server is started
-whatever is selected, and nbval also applies tests/nbval-sanitize-postgresql.cfg, whose rules map
-PostgreSQL's spelling of the same outputs (its SQL dialect, its URL) to the stored SQLite outputs.
+`pytest --course-database=postgresql` runs every selected test on PostgreSQL, and nbval also
+applies tests/nbval-sanitize-postgresql.cfg, whose rules map PostgreSQL's spelling of the same
+outputs (its SQL dialect, its URL) to the stored SQLite outputs.
 """
 
 import os
@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 from postgres_server import running_postgres  # noqa: E402
 
 from course_database import VARIABLE  # noqa: E402
+
+pytest_plugins = ["xdist_groups"]  # how `pytest -n 2` splits the suite (tools/xdist_groups.py)
 
 TAG = "postgresql"
 SERVER = pytest.StashKey[ExitStack]()
@@ -86,17 +88,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         or item.get_closest_marker(TAG)
         or any(lesson in item.nodeid for lesson in lessons)
     }
-    if config.stash[ON_THE_SERVER]:
+
+
+def server_url(config: pytest.Config) -> str:
+    """The server's URL: COURSE_DATABASE_URL's when the run began, else one started now."""
+    if URL not in config.stash:
         config.stash[URL] = os.environ.get(VARIABLE) or config.stash[SERVER].enter_context(
             running_postgres()
         )
+    return config.stash[URL]
 
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures and nbval's kernel start
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Give the test COURSE_DATABASE_URL if it runs on the server; take it away if not."""
     if item.nodeid in item.config.stash[ON_THE_SERVER]:
-        os.environ[VARIABLE] = item.config.stash[URL]
+        os.environ[VARIABLE] = server_url(item.config)
     else:
         os.environ.pop(VARIABLE, None)
 

@@ -8,9 +8,11 @@ Needs bubblewrap and a writable cgroup hierarchy (as on CI); without them these 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -30,12 +32,16 @@ from test_grading_helpers import (
     tree_digest,
 )
 
-from autograder.cgroups import find_hierarchy
+from autograder.cgroups import Hierarchy, find_hierarchy
 from autograder.course import Course
 
 SECRET_NAME = "COURSE_GRADE_TEST_SECRET"
 MUL = "def mul(a, b):\n    return a * b\n"
-MEMORY_MB, PROCESSES, CPU_SECONDS, DISK_MB, CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 1200, 64, 3, 8, 4, 5
+# The wall-clock limits leave the spinner (4 s of CPU in four processes) time to reach its CPU
+# budget first even when the two cores are shared with another test process (`make test` runs
+# two): at 4 and 5 s it was stopped by the cell's wall-clock limit instead.
+MEMORY_MB, PROCESSES, CPU_SECONDS, DISK_MB, CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 1200, 64, 3, 8, 8, 10
+SLEEP = 6.5  # the slow student's two cells: each under CELL_TIMEOUT, both over NOTEBOOK_TIMEOUT
 OPTIONS = [
     f"--memory-mb={MEMORY_MB}",
     f"--max-processes={PROCESSES}",
@@ -263,7 +269,7 @@ def make_class(root: Path) -> None:
     for student, code in kernel_code.items():
         submit(course, student, solved(course, mul=code + MUL))
     nb = solved(course)
-    nb.cells[3:3] = [nbformat.v4.new_code_cell("import time\ntime.sleep(3.5)") for _ in "12"]
+    nb.cells[3:3] = [nbformat.v4.new_code_cell(f"import time\ntime.sleep({SLEEP})") for _ in "12"]
     submit(course, "slow", nb)
     submitted = root / "submitted"
     (submitted / "hoarder" / ASSIGNMENT / "big.bin").write_bytes(b"x" * 9 * 1024**2)
@@ -289,23 +295,27 @@ class TestEscapes:
     @pytest.fixture(scope="class")
     @classmethod
     def graded(cls, tmp_path_factory):
+        """The class graded by `course-grade grade`, run in cgroups of its own (below), and the
+        kernel groups its run left in them."""
         hierarchy, why = find_hierarchy()
         assert hierarchy is not None, f"no usable cgroup here: {why}"
         root = tmp_path_factory.mktemp("escape") / "course"
         make_class(root)
         before = tree_digest(root)
-        groups_before = _kernel_groups(hierarchy)
         secret = secrets.token_hex(16)
-        result = subprocess.run(
-            [COMMAND, "grade", "--jobs", "2", *OPTIONS],
-            cwd=root,
-            env={**os.environ, SECRET_NAME: secret},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        with own_cgroups(hierarchy, f"escape-test-{os.getpid()}") as (folders, join):
+            result = subprocess.run(
+                [COMMAND, "grade", "--jobs", "2", *OPTIONS],
+                cwd=root,
+                env={**os.environ, SECRET_NAME: secret},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                preexec_fn=join,
+            )
+            left = [group for folder in folders for group in folder.glob("course-grade-*")]
         assert result.returncode == 0, result.stderr
-        return root, before, secret, _kernel_groups(hierarchy) - groups_before
+        return root, before, secret, left
 
     def test_every_student_gets_exactly_the_points_and_reasons_expected(self, graded):
         root, _, _, _ = graded
@@ -351,19 +361,27 @@ class TestEscapes:
         assert (root / "autograded" / "sparse" / ASSIGNMENT / "huge.bin").stat().st_size == 0
 
     def test_every_kernel_cgroup_of_the_run_was_removed(self, graded):
-        _, _, _, new_groups = graded
-        assert [group for group in new_groups if not _grader_alive(group)] == []
+        _, _, _, left = graded
+        assert left == []
 
 
-def _kernel_groups(hierarchy) -> set[Path]:
-    """The kernel groups that exist now (those of other runs too)."""
-    return {p for parent in hierarchy.parents.values() for p in parent.glob("course-grade-*")}
+@contextlib.contextmanager
+def own_cgroups(hierarchy: Hierarchy, name: str) -> Iterator[tuple[list[Path], Callable]]:
+    """A group `name` under each of this process's parent groups, and a function that moves the
+    calling process into them (a `preexec_fn`): a grader started with it makes its kernels'
+    groups in them, so what it leaves is told apart from what a concurrent test's grader (one
+    killed on purpose, say) leaves beside them. The groups are deleted at the end."""
+    folders = [parent / name for parent in set(hierarchy.parents.values())]
+    for folder in folders:
+        folder.mkdir()
 
+    def join() -> None:
+        for folder in folders:
+            (folder / "cgroup.procs").write_text(str(os.getpid()))
 
-def _grader_alive(group: Path) -> bool:
-    """Whether the grading process that made a kernel's group still runs (another run)."""
     try:
-        os.kill(int(group.name.split("-")[2]), 0)
-    except ProcessLookupError:
-        return False
-    return True
+        yield folders, join
+    finally:
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()

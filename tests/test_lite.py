@@ -249,8 +249,11 @@ print(tracker.state_of(user))
 @pytest.mark.parametrize(
     "lesson", [name for name in LESSONS if not build_lite.is_skipped(_lesson(name))]
 )
-def test_lesson_runs_in_the_browser(lesson: str, site: Path, lite: JupyterLabPage) -> None:
-    """Run All Cells on Pyodide: no error output, and every widget shows what its cell saved."""
+def test_lesson_runs_in_the_browser(
+    lesson: str, site: Path, lite: JupyterLabPage, outside_requests: list[str]
+) -> None:
+    """Run All Cells on Pyodide: no error output, every widget shows what its cell saved, and
+    nothing was fetched from beyond 127.0.0.1."""
     if lesson in NEEDS_THREADS:
         pytest.fail(f"{lesson} needs threads: tag it lite-skip and say {SKIP_SENTENCE!r}")
     started = time.monotonic()
@@ -266,6 +269,7 @@ def test_lesson_runs_in_the_browser(lesson: str, site: Path, lite: JupyterLabPag
         assert _errors(notebook) == [], f"{lesson}: errors in the browser"
         stored = stored_displays(_site_copy(site, f"notebooks/{lesson}"))
         _expect_widgets(notebook, stored, f"{lesson} in JupyterLite")
+        assert outside_requests == [], "requests left the machine"
     finally:
         notebook.close()
 
@@ -284,9 +288,10 @@ def _solutions(assignment: str) -> dict[str, str]:
 
 
 def test_an_assignment_is_answered_tested_and_downloaded(
-    site: Path, lite: JupyterLabPage, tmp_path: Path
+    site: Path, lite: JupyterLabPage, outside_requests: list[str], tmp_path: Path
 ) -> None:
-    """A student writes the answers, runs every visible test, and downloads the notebook."""
+    """A student writes the answers, runs every visible test, and downloads the notebook, and
+    nothing was fetched from beyond 127.0.0.1."""
     relative = f"release/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"
     copy, solutions = _site_copy(site, relative), _solutions(ASSIGNMENT)
     answers = {
@@ -315,10 +320,7 @@ def test_an_assignment_is_answered_tested_and_downloaded(
             cell for cell in downloaded.cells if cell.metadata.get("nbgrader", {}).get("grade")
         ]
         assert graded and all(cell.get("execution_count") for cell in graded)
+        assert outside_requests == [], "requests left the machine"
     finally:
         notebook.close()
 
-
-def test_no_request_left_the_machine(lite: JupyterLabPage, outside_requests: list[str]) -> None:
-    """Last: all the pages and kernels above fetched nothing beyond 127.0.0.1."""
-    assert outside_requests == []

@@ -15,7 +15,8 @@ Failures: a task whose kernel kills its worker is run again on another worker un
 scheduler's `allowed-failures`, then graded as a dead kernel (`WorkerKilled`); a worker lost
 mid-batch costs nothing (the scheduler runs its tasks elsewhere); an infrastructure problem
 (a worker with other package versions, or without the sandbox) is a `ClusterError` before
-anything is graded, or, for a worker that joins later, an `InfrastructureFailure`: never a grade.
+anything is graded, or, for a worker that joins later, an `InfrastructureFailure` (the worker
+refuses the task, even one that cannot import the autograder: see cluster_worker): never a grade.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from autograder.cluster_worker import (
     COURSE_PACKAGES,
     HOW_TO_START,
     RESOURCE,
+    RUN_TASK,
     KernelLimits,
     NotebookTask,
     TaskResult,
@@ -42,7 +44,6 @@ from autograder.cluster_worker import (
     package_versions,
     probe_worker,
     read_folder,
-    run_notebook,
     version_differences,
     write_folder,
 )
@@ -175,7 +176,7 @@ class DaskWorkers:
         submission = job.submission
         key = f"grade-{submission.student}-{submission.assignment}-{job.notebook}-{uuid.uuid4()}"
         remote = self.client.submit(
-            run_notebook, task, key=key, resources={RESOURCE: 1}, pure=False
+            RUN_TASK, pickle.dumps(task), key=key, resources={RESOURCE: 1}, pure=False
         )
         done: Future = Future()
         self._running[done] = remote
@@ -198,7 +199,7 @@ class DaskWorkers:
             )
         except CancelledError as error:
             done.set_exception(BrokenExecutor(f"the Dask cluster lost the task ({error})"))
-        except WorkerUnfit as error:
+        except (WorkerUnfit, ImportError) as error:  # a worker that joined after the check
             done.set_exception(InfrastructureFailure(str(error)))
         except BaseException as error:
             done.set_exception(error)

@@ -1,9 +1,15 @@
 """What a Dask worker runs for `course-grade grade --scheduler` (the client is autograder.cluster).
 
-This module loads with the standard library and Dask alone: a worker that lacks one of the
-course's packages can still unpack a task and say what it lacks (`WorkerUnfit`), instead of
-crashing on the message, which Dask would count as the notebook killing its worker. The grading
-code (nbgrader, the kernel's sandbox) is imported only once the worker's versions match.
+A worker that joins the cluster after the grader checked it may run another environment; it
+must then refuse its task in words (never grade it, never die of it). Dask unpickles a task as
+it reads the scheduler's message, and a worker that cannot import what the message names closes
+its connection and stops: the scheduler counts that as the task killing its worker, the way it
+counts a notebook that kills it. So the client sends `RUN_TASK`, whose code travels by value,
+with the task pickled once more as bytes: on the worker it unpickles the task itself and turns
+an ImportError (no `autograder`, say) into one that names the worker. This module loads with
+the standard library and Dask alone, so a worker that lacks one of the course's other packages,
+or has another version of one, still unpacks the task and says what differs (`WorkerUnfit`);
+the grading code (nbgrader, the kernel's sandbox) is imported only once the versions match.
 
 A task executes one notebook in the same `NotebookRunner` as local grading, under a sandbox
 policy the worker builds for itself (its own Python paths and cgroup hierarchy) from the
@@ -18,6 +24,7 @@ import pickle
 import shutil
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -205,6 +212,33 @@ def run_notebook(task: NotebookTask) -> TaskResult:
         shutil.rmtree(folder, ignore_errors=True)
     changed = {name: data for name, data in after.items() if task.files.get(name) != data}
     return TaskResult(execution, changed)
+
+
+def _task_runner() -> Callable[[bytes], TaskResult]:
+    """`run_notebook` behind a function that cloudpickle sends by value (its code, not its
+    module's name: it is defined in a function), so that a worker without this module runs it."""
+    how_to_start = HOW_TO_START
+
+    def run_pickled_task(task: bytes) -> TaskResult:
+        import pickle
+
+        from distributed import get_worker
+
+        try:
+            from autograder.cluster_worker import run_notebook
+
+            return run_notebook(pickle.loads(task))
+        except ImportError as error:  # the worker's environment, never the notebook
+            raise ImportError(
+                f"the Dask worker {get_worker().address} cannot import {error.name} "
+                f"({error}): {how_to_start}",
+                name=error.name,
+            ) from None
+
+    return run_pickled_task
+
+
+RUN_TASK = _task_runner()
 
 
 def probe_worker(limits: KernelLimits) -> tuple[str | None, str]:

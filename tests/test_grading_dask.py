@@ -1,11 +1,15 @@
 """course-grade on a Dask cluster: a scheduler and two worker processes on 127.0.0.1.
 
 One LocalCluster (two nanny-supervised worker processes, one KERNEL each) serves every test;
-a test that kills a worker waits for its nanny to bring it back, so no test depends on another.
+a test that kills a worker waits for its nanny to bring it back, and a test that adds a worker
+from another environment stops it and waits until the scheduler has let it go, so no test
+depends on another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -13,6 +17,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask
@@ -34,13 +39,8 @@ from test_grading_helpers import (
 )
 
 from autograder.cli import main
-from autograder.cluster_worker import (
-    KernelLimits,
-    NotebookTask,
-    WorkerUnfit,
-    package_versions,
-    run_notebook,
-)
+from autograder.cluster import DaskWorkers
+from autograder.course import Submission
 
 WORKERS = 2
 CLASS = {
@@ -210,15 +210,34 @@ def test_a_notebook_killing_its_worker_is_graded_as_a_dead_kernel(cluster, empty
     assert "its cells scored 0" in problem
 
 
-def environment_without(package: str, folder: Path) -> Path:
-    """A virtual environment with this one's packages except `package`; its Python."""
+def environment_without(package: str, folder: Path, version: str | None = None) -> Path:
+    """A virtual environment with this one's packages except those whose name starts with
+    `package`; with `version`, only the package's metadata goes, replaced by one of that
+    version. Its Python."""
     base = Path(sys.base_prefix, "bin", "python3")
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(folder)], check=True)
     theirs = next(folder.glob("lib/python*/site-packages"))
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.lower().startswith(package):
+        metadata = entry.name.endswith(".dist-info")
+        if not entry.name.lower().startswith(package) or (version and not metadata):
             (theirs / entry.name).symlink_to(entry)
+    if version:
+        (theirs / f"{package}-{version}.dist-info").mkdir()
+        (theirs / f"{package}-{version}.dist-info" / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n"
+        )
     return folder / "bin" / "python"
+
+
+def start_worker(python: Path, client: Client, folder: Path) -> subprocess.Popen:
+    """A worker process of `python`'s environment, started in `folder` (this checkout, where
+    `autograder` would be importable from the current folder, is not on its path)."""
+    command = [str(python), "-m", "distributed.cli.dask_worker", client.scheduler.address,
+               "--nthreads", "1", "--resources", "KERNEL=1", "--host", "127.0.0.1",
+               "--no-nanny", "--no-dashboard"]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def test_a_worker_missing_a_package_grades_nothing(cluster, empty_course, tmp_path, capsys):
@@ -226,30 +245,104 @@ def test_a_worker_missing_a_package_grades_nothing(cluster, empty_course, tmp_pa
     hand_in(course, "alice", None)
     python = environment_without("nbgrader", tmp_path / "env")
     before = set(cluster.scheduler_info(n_workers=-1)["workers"])
-    command = [str(python), "-m", "distributed.cli.dask_worker", cluster.scheduler.address,
-               "--nthreads", "1", "--resources", "KERNEL=1", "--host", "127.0.0.1",
-               "--no-nanny", "--no-dashboard"]  # fmt: skip
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = start_worker(python, cluster, tmp_path)
     try:
         cluster.wait_for_workers(WORKERS + 1, timeout=60)
         (stranger,) = set(cluster.scheduler_info(n_workers=-1)["workers"]) - before
         capsys.readouterr()
         assert grade(course, cluster) == 2
-        # a worker that joins after the check refuses its first task (not graded, not a zero)
-        task = NotebookTask("{}", {}, (), KernelLimits(1, 1, 1, 1, True), b"", package_versions())
-        late = cluster.submit(
-            run_notebook, task, workers=[stranger], resources={"KERNEL": 1}, pure=False
-        )
-        with pytest.raises(WorkerUnfit, match=f"the Dask worker {stranger} lacks nbgrader"):
-            late.result(timeout=60)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
         back_to_full_strength(cluster)
     message = " ".join(capsys.readouterr().err.split())
-    version = __import__("importlib.metadata").metadata.version("nbgrader")
+    version = importlib.metadata.version("nbgrader")
     assert f"the worker {stranger} lacks nbgrader (the grader has {version})" in message
     assert "Nothing was graded" in message
     assert "Traceback" not in message
     assert not (course.state_folder / "records").exists()
     assert scores(course) == {}
+
+
+@contextlib.contextmanager
+def joining_after_the_check(client: Client, python: Path, folder: Path) -> Iterator[list]:
+    """Within it, each grading run's cluster check is followed by a worker of `python`'s
+    environment joining the cluster, and the run's notebooks go to that worker first (other
+    workers only once it is gone). Yields the [(address, process)] of the workers started."""
+    check = DaskWorkers._check
+    joined: list[tuple[str, subprocess.Popen]] = []
+    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as patch:
+
+        def check_then_join(self: DaskWorkers, allowed_failures: int) -> str:
+            description = check(self, allowed_failures)
+            before = set(client.scheduler_info(n_workers=-1)["workers"])
+            worker = start_worker(python, client, folder)
+            cleanup.callback(worker.wait, timeout=30)
+            cleanup.callback(worker.terminate)
+            client.wait_for_workers(WORKERS + 1, timeout=60)
+            (stranger,) = set(client.scheduler_info(n_workers=-1)["workers"]) - before
+            joined.append((stranger, worker))
+            cleanup.enter_context(dask.annotate(workers=[stranger], allow_other_workers=True))
+            return description
+
+        patch.setattr(DaskWorkers, "_check", check_then_join)
+        try:
+            yield joined
+        finally:
+            cleanup.close()
+            back_to_full_strength(client)
+
+
+def test_a_late_worker_that_cannot_import_the_autograder_refuses_its_notebook(
+    cluster, empty_course, tmp_path, capsys
+):
+    course = copy_course(empty_course, tmp_path / "course")
+    hand_in(course, "bob", None)
+    assert grade(course, cluster) == 0
+    graded_before = gradebook_rows(course)
+    hand_in(course, "alice", None)
+    python = environment_without("__editable__", tmp_path / "env")  # setuptools' editable finder
+    capsys.readouterr()
+    with joining_after_the_check(cluster, python, tmp_path) as joined:
+        assert grade(course, cluster) == 1
+        ((stranger, worker),) = joined
+        assert worker.poll() is None  # refused, and still running: not a notebook that killed it
+    reason = (
+        f"hw.ipynb: the Dask worker {stranger} cannot import autograder "
+        "(No module named 'autograder'): start each worker in the course's environment"
+    )
+    assert course.not_graded(Submission("alice", ASSIGNMENT)).startswith(reason)
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"NOT GRADED alice/{ASSIGNMENT}: {reason}" in message
+    assert "Traceback" not in message
+    assert gradebook_rows(course) == graded_before  # bob's grades, and no zero for alice
+    assert scores(course) == {"bob": FULL}
+    assert grade(course, cluster) == 0  # the next run, on the course's workers
+    assert scores(course) == {"bob": FULL, "alice": FULL}
+    assert course.not_graded(Submission("alice", ASSIGNMENT)) is None
+
+
+@pytest.mark.parametrize(
+    ("package", "version", "difference"),
+    [
+        ("nbgrader", None, "lacks nbgrader (the grader has {})"),
+        ("sqlalchemy_sessions_by_example", "0.0.1",
+         "has sqlalchemy-sessions-by-example 0.0.1 (the grader has {})"),
+    ],
+    ids=["without-nbgrader", "another-version"],
+)  # fmt: skip
+def test_a_late_worker_with_other_packages_refuses_its_notebook(
+    cluster, empty_course, tmp_path, package, version, difference
+):
+    course = copy_course(empty_course, tmp_path / "course")
+    hand_in(course, "alice", None)
+    python = environment_without(package, tmp_path / "env", version)
+    with joining_after_the_check(cluster, python, tmp_path) as joined:
+        assert grade(course, cluster) == 1
+        ((stranger, worker),) = joined
+        assert worker.poll() is None
+    theirs = importlib.metadata.version(package)
+    reason = f"hw.ipynb: the Dask worker {stranger} {difference.format(theirs)}: start each worker"
+    assert course.not_graded(Submission("alice", ASSIGNMENT)).startswith(reason)
+    assert scores(course) == {}
+    assert not (course.state_folder / "records").exists()

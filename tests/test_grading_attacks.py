@@ -205,10 +205,7 @@ STUDENTS = {
     "big-message": (
         lambda course: solved(course, mul=BIG_MESSAGE + CORRECT),
         ADD_ONLY,
-        [
-            "hw.ipynb cell 4 (mul): timed out after 3 s and ignored the interrupt; "
-            "the kernel was stopped and later cells scored 0"
-        ],
+        None,  # two outcomes, depending on where the interrupt lands: see its own test
     ),
     "older-format": (older_format, FULL, []),
     "big-image": (
@@ -271,6 +268,25 @@ class TestMoreAttacks:
     def test_each_student_has_exactly_the_reasons_expected(self, graded, student):
         course, _ = graded
         assert record(course, student)["problems"] == STUDENTS[student][2]
+
+    def test_a_huge_message_times_its_cell_out(self, graded):
+        """The kernel is still sending its 300 MB message when the cell's time is up. Whether it
+        heeds the interrupt depends on where the signal lands: inside the socket's C code it is
+        ignored and the kernel is stopped; between Python lines it interrupts the send, which
+        leaves the kernel's message machinery patched half-way, and the guard withholds the
+        later test cells. Both were seen in CI on busy cores; the points are the same."""
+        course, _ = graded
+        problems = record(course, "big-message")["problems"]
+        stopped = [
+            "hw.ipynb cell 4 (mul): timed out after 3 s and ignored the interrupt; "
+            "the kernel was stopped and later cells scored 0"
+        ]
+        interrupted = [
+            "hw.ipynb cell 4 (mul): timed out after 3 s and was interrupted",
+            withheld("cell 5 (test_mul)", "control_stream._send_callback replaced"),
+            withheld("cell 6 (test_checked)", "control_stream._send_callback replaced"),
+        ]
+        assert problems in (stopped, interrupted)
 
     def test_a_notebook_past_the_disk_budget_is_not_read(self, graded):
         course, _ = graded

@@ -294,13 +294,11 @@ def joining_after_the_check(client: Client, python: Path, folder: Path) -> Itera
 
 
 def test_a_late_worker_that_cannot_import_the_autograder_refuses_its_notebook(
-    cluster, empty_course, tmp_path, capsys
+    cluster, graded, tmp_path, capsys
 ):
-    course = copy_course(empty_course, tmp_path / "course")
-    hand_in(course, "bob", None)
-    assert grade(course, cluster) == 0
+    course = copy_course(graded[0], tmp_path / "course")  # the class, graded
     graded_before = gradebook_rows(course)
-    hand_in(course, "alice", None)
+    hand_in(course, "dave", None)
     python = environment_without("__editable__", tmp_path / "env")  # setuptools' editable finder
     capsys.readouterr()
     with joining_after_the_check(cluster, python, tmp_path) as joined:
@@ -311,15 +309,14 @@ def test_a_late_worker_that_cannot_import_the_autograder_refuses_its_notebook(
         f"hw.ipynb: the Dask worker {stranger} cannot import autograder "
         "(No module named 'autograder'): start each worker in the course's environment"
     )
-    assert course.not_graded(Submission("alice", ASSIGNMENT)).startswith(reason)
+    assert course.not_graded(Submission("dave", ASSIGNMENT)).startswith(reason)
     message = " ".join(capsys.readouterr().err.split())
-    assert f"NOT GRADED alice/{ASSIGNMENT}: {reason}" in message
+    assert f"NOT GRADED dave/{ASSIGNMENT}: {reason}" in message
     assert "Traceback" not in message
-    assert gradebook_rows(course) == graded_before  # bob's grades, and no zero for alice
-    assert scores(course) == {"bob": FULL}
+    assert gradebook_rows(course) == graded_before  # the class's grades, and no zero for dave
     assert grade(course, cluster) == 0  # the next run, on the course's workers
-    assert scores(course) == {"bob": FULL, "alice": FULL}
-    assert course.not_graded(Submission("alice", ASSIGNMENT)) is None
+    assert scores(course) == {**EXPECTED, "dave": FULL}
+    assert course.not_graded(Submission("dave", ASSIGNMENT)) is None
 
 
 @pytest.mark.parametrize(

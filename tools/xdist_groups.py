@@ -34,7 +34,7 @@ class LoadFileSharingTheCorpus(LoadFileScheduling):
         return "the graded corpus" if file in SHARING else file
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `pytest -p no:xdist` works too
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadFileScheduling | None:
     if config.getvalue("dist") == "loadfile":
         return LoadFileSharingTheCorpus(config, log)

@@ -275,9 +275,9 @@ class KernelWatch:
         if self.cgroup is not None and (reason := self.cgroup.exceeded()):
             return reason
         entries, allocated = 0, 0
-        for entry in _walk(self.folder):
+        for entry_bytes in _allocations(self.folder):
             entries += 1
-            allocated += entry.stat(follow_symlinks=False).st_blocks * 512
+            allocated += entry_bytes
             if entries > MAX_ENTRIES:
                 return f"the kernel made more than {MAX_ENTRIES} files and folders in its folder"
             if allocated > self.folder_bytes:
@@ -291,17 +291,22 @@ class KernelWatch:
                 self.kill()
 
 
-def _walk(folder: Path) -> Iterator[os.DirEntry]:
-    """Every entry below `folder`, links not followed; gone entries skipped."""
+def _allocations(folder: Path) -> Iterator[int]:
+    """The bytes allocated to each entry below `folder`, links not followed; an entry the kernel
+    removes while it is counted (a SQLite journal, say) is skipped."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
     for entry in entries:
-        with contextlib.suppress(OSError):
-            yield entry
-            if entry.is_dir(follow_symlinks=False):
-                yield from _walk(Path(entry.path))
+        try:
+            allocated = entry.stat(follow_symlinks=False).st_blocks * 512
+            is_folder = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        yield allocated
+        if is_folder:
+            yield from _allocations(Path(entry.path))
 
 
 class KernelSlot:

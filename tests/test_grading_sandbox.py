@@ -18,7 +18,7 @@ import pytest
 from test_grading_helpers import ASSIGNMENT, make_course, scores, solved, submit
 from traitlets.config import Config
 
-from autograder.execute import NotebookRunner
+from autograder.execute import KernelWatch, NotebookRunner
 from autograder.sandbox import SandboxPolicy, make_policy, sandbox_problem
 
 MEMORY_LIMIT = 768 * 1024**2  # an idle kernel needs about 550 MiB of address space
@@ -190,3 +190,26 @@ def test_without_a_cgroup_a_kernel_filling_its_folder_is_still_stopped(tmp_path)
         "kernel's folder: b not copied: 921600 bytes, over the size budget (126976 bytes left)",
         "kernel's folder: c not copied: 921600 bytes, over the size budget (126976 bytes left)",
     ]
+
+
+def test_the_folder_watch_skips_a_file_the_kernel_removes_while_it_counts(tmp_path, monkeypatch):
+    """SQLite deletes its journal at each commit: a watch that met one between listing the
+    folder and reading the file's size used to die, leaving the kernel's folder unwatched."""
+    folder = tmp_path / "kernel"
+    folder.mkdir()
+    (folder / "crud.db").write_bytes(b"x" * 64 * 1024)
+    journal = folder / "crud.db-journal"
+    journal.write_bytes(b"j" * 4096)
+    listing = os.scandir
+
+    def list_then_commit(path):
+        entries = list(listing(path))
+        journal.unlink(missing_ok=True)
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", list_then_commit)
+    assert KernelWatch(None, folder, 1024**2, kill=lambda: None).exceeded() is None
+    journal.write_bytes(b"j" * 4096)
+    assert KernelWatch(None, folder, 16 * 1024, kill=lambda: None).exceeded() == (
+        "the kernel wrote more than 0 MB into its folder"
+    )

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from nbgrader.api import Gradebook
@@ -18,13 +15,13 @@ from test_grading_helpers import (
     HIDDEN_LINE,
     NOTHING,
     answer,
-    copy_course,
     gradebook_rows,
     make_course,
     record,
     release_notebook,
     scores,
     solved,
+    stock_autograde,
     submit,
 )
 
@@ -112,20 +109,9 @@ def graded(tmp_path_factory):
     course = make_course(root / "course")
     for student, (case, _, _) in CASES.items():
         make_submission(course, student, case)
-    stock = copy_course(course, root / "stock")
-    for folder in (stock.root / "submitted").iterdir():
-        if folder.name not in STOCK_GRADABLE:
-            shutil.rmtree(folder)
+    stock = stock_autograde(course, root / "stock", STOCK_GRADABLE)
     result = grade_command(course)
     assert result.returncode == 0, result.stderr
-    stock_result = subprocess.run(
-        [str(Path(sys.executable).parent / "nbgrader"), "autograde", ASSIGNMENT],
-        cwd=stock.root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert stock_result.returncode == 0, stock_result.stderr
     return course, stock, result
 
 

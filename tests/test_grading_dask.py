@@ -35,6 +35,7 @@ from test_grading_helpers import (
     release_notebook,
     scores,
     solved,
+    stock_autograde,
     submit,
 )
 
@@ -123,24 +124,32 @@ def empty_course(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def graded(cluster, empty_course, tmp_path_factory):
-    """The class graded on the cluster (its task stream recorded) and, in a copy, locally
-    one notebook at a time."""
+    """The class graded on the cluster (its task stream recorded), in a copy locally one
+    notebook at a time, and in another copy by stock `nbgrader autograde` (every student
+    but the quitter, whose dead kernel stock nbgrader does not grade)."""
     root = tmp_path_factory.mktemp("dask")
     course = copy_course(empty_course, root / "course")
     for student, case in CLASS.items():
         hand_in(course, student, case)
+    stock = stock_autograde(course, root / "stock", [name for name in CLASS if name != "quitter"])
     local = copy_course(course, root / "local")
     assert main(["grade", "--course-dir", str(local.root), "--jobs", "1",
                  "--grades", str(local.root / "grades.csv"),
                  "--report", str(local.root / "grading-report.html")]) == 0  # fmt: skip
     with get_task_stream(cluster) as stream:
         assert grade(course, cluster) == 0
-    return course, local, stream.data
+    return course, local, stock, stream.data
 
 
-def test_grades_on_the_cluster_are_those_of_a_serial_local_grading(graded):
-    course, local, _ = graded
+def test_grades_on_the_cluster_are_those_of_a_serial_nbgrader_autograde(graded):
+    course, _, stock, _ = graded
     assert scores(course) == EXPECTED
+    assert {student: scores(course)[student] for student in scores(stock)} == scores(stock)
+    assert set(scores(stock)) == set(CLASS) - {"quitter"}
+
+
+def test_records_and_feedback_on_the_cluster_are_those_of_a_serial_local_grading(graded):
+    course, local, _, _ = graded
     assert gradebook_rows(course) == gradebook_rows(local)
     for student in CLASS:
         assert record(course, student)["problems"] == record(local, student)["problems"]
@@ -151,7 +160,7 @@ def test_grades_on_the_cluster_are_those_of_a_serial_local_grading(graded):
 
 
 def test_two_students_with_identical_notebooks_are_two_tasks(graded):
-    course, _, tasks = graded
+    course, _, _, tasks = graded
     submitted = course.root / "submitted"
     notebook = Path(ASSIGNMENT, f"{ASSIGNMENT}.ipynb")
     assert (submitted / "alice" / notebook).read_bytes() == (

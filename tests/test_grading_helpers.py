@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -123,6 +124,24 @@ def copy_course(course: Course, root: Path) -> Course:
     shutil.copytree(course.root, root)
     (root / "nbgrader_config.py").write_text(CONFIG.format(root=root))
     return Course(root)
+
+
+def stock_autograde(course: Course, root: Path, students: list[str]) -> Course:
+    """A copy of `course` at `root` with only `students`' submissions, graded by stock
+    `nbgrader autograde` (one notebook after another)."""
+    stock = copy_course(course, root)
+    for folder in (stock.root / "submitted").iterdir():
+        if folder.name not in students:
+            shutil.rmtree(folder)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "nbgrader"), "autograde", ASSIGNMENT],
+        cwd=stock.root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return stock
 
 
 def gradebook_rows(course: Course) -> list[tuple]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dask
+import psutil
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from test_grading_helpers import (
@@ -243,7 +246,7 @@ def start_worker(python: Path, client: Client, folder: Path) -> subprocess.Popen
     `autograder` would be importable from the current folder, is not on its path)."""
     command = [str(python), "-m", "distributed.cli.dask_worker", client.scheduler.address,
                "--nthreads", "1", "--resources", "KERNEL=1", "--host", "127.0.0.1",
-               "--no-nanny", "--no-dashboard"]  # fmt: skip
+               "--no-nanny", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]  # fmt: skip
     return subprocess.Popen(
         command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -352,3 +355,54 @@ def test_a_late_worker_with_other_packages_refuses_its_notebook(
     assert course.not_graded(Submission("alice", ASSIGNMENT)).startswith(reason)
     assert scores(course) == {}
     assert not (course.state_folder / "records").exists()
+
+
+def readme_dask_commands() -> tuple[list[str], list[str]]:
+    """The README's commands that start a scheduler and a worker, as argument lists."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("# on the machine that schedules", 1)[1].split("```", 1)[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    scheduler, worker = (
+        shlex.split(next(line for line in lines if line.startswith(f".venv/bin/dask {kind}")))
+        for kind in ("scheduler", "worker")
+    )
+    return scheduler, worker
+
+
+def listening_addresses(process: subprocess.Popen) -> set[str]:
+    """The addresses a process and its children listen on (TCP)."""
+    parent = psutil.Process(process.pid)
+    return {
+        connection.laddr.ip
+        for member in (parent, *parent.children(recursive=True))
+        for connection in member.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN
+    }
+
+
+def test_the_readmes_scheduler_and_worker_listen_on_loopback_only(tmp_path):
+    """`--host` binds Dask's connections only: without `--dashboard-address` on loopback too,
+    the scheduler's and each worker's HTTP server (health, metrics) listened on 0.0.0.0."""
+    scheduler, worker = readme_dask_commands()
+    dask = str(Path(sys.executable).parent / "dask")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = [dask, *scheduler[1:]]
+    scheduler[scheduler.index("--port") + 1] = str(port)
+    scheduler[scheduler.index("--dashboard-address") + 1] = "127.0.0.1:0"  # 8787 may be taken
+    assert worker[:3] == [".venv/bin/dask", "worker", "tcp://127.0.0.1:8786"]
+    worker = [dask, "worker", address, *worker[3:]]
+    started = []
+    try:
+        for command in (scheduler, worker):  # a worker retries until the scheduler is up
+            started.append(subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.DEVNULL))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert listening_addresses(started[0]) == {"127.0.0.1"}
+            assert listening_addresses(started[1]) == {"127.0.0.1"}
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(timeout=60)

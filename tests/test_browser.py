@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -227,6 +228,36 @@ def _expect_widgets(notebook: NotebookPage, expected: list[WidgetDisplay], when:
         _expect_widget(notebook, index, display, when)
 
 
+def _reopen(
+    lesson: str, lab_server: LabServer, open_notebook: Callable[[str], NotebookPage], widgets: int
+) -> NotebookPage:
+    """Open the saved lesson again; if none of its widgets renders within the usual wait, say
+    what the page shows (a warning in pytest's summary) and close and open it once more.
+
+    Seen once in CI on a busy machine (lesson 9: no widget after 30 s), never in 10 runs under
+    load here; the cause is not known (a likely one: the widget manager restores the saved state
+    while the new kernel connects, and swallows any error of that restore). A lesson saved
+    without its widget state fails both times; so does one whose widgets show the wrong moment."""
+    reopened = open_notebook(f"notebooks/{lesson}")
+    roots = reopened.panel.locator(WIDGET_ROOTS)
+    try:
+        expect(roots).not_to_have_count(0)
+        return reopened
+    except AssertionError:
+        seen = {
+            text: reopened.panel.get_by_text(text).count()
+            for text in ("Error displaying widget", "Loading widget")
+        }
+        warnings.warn(
+            f"{lesson} reopened with 0 of {widgets} widgets rendered ({seen}, JavaScript errors "
+            f"{reopened.errors}): closed and opened again",
+            stacklevel=2,
+        )
+    reopened.close()
+    lab_server.shutdown_kernels()
+    return open_notebook(f"notebooks/{lesson}")
+
+
 def _digest(folder: Path) -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
 
@@ -285,7 +316,7 @@ def test_lesson_in_jupyterlab(
     _wait_for_saved_widget_state(path)
     notebook.close()
     lab_server.shutdown_kernels()
-    reopened = open_notebook(f"notebooks/{lesson}")
+    reopened = _reopen(lesson, lab_server, open_notebook, len(stored))
     _expect_widgets(reopened, stored, f"{lesson} saved and reopened")
     expect(reopened.panel.get_by_text("Error displaying widget")).to_have_count(0)
     assert reopened.errors == [], f"{lesson}: JavaScript errors after reopening"

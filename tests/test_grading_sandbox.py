@@ -194,7 +194,8 @@ def test_without_a_cgroup_a_kernel_filling_its_folder_is_still_stopped(tmp_path)
 
 def test_the_folder_watch_skips_a_file_the_kernel_removes_while_it_counts(tmp_path, monkeypatch):
     """SQLite deletes its journal at each commit: a watch that met one between listing the
-    folder and reading the file's size used to die, leaving the kernel's folder unwatched."""
+    folder and reading the file's size used to die: the folder was then checked only as each
+    cell ended, while the cell could write on."""
     folder = tmp_path / "kernel"
     folder.mkdir()
     (folder / "crud.db").write_bytes(b"x" * 64 * 1024)
